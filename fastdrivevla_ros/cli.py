@@ -1,0 +1,61 @@
+"""The `fastdrivevla` command. Each subcommand lives in the module that owns its concern and
+exposes `configure_parser(parser)` and `run(args) -> exit code`; modules load lazily so
+`--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("fastdrivevla_ros.demo",
+             "plan on bundled real nuScenes frames with the tiny model; write plan + heatmaps"),
+    "make-tiny-model": ("fastdrivevla_ros.vla.tiny",
+                        "write a tiny random Qwen2.5-VL checkpoint (offline) for tests/demo"),
+    "plan": ("fastdrivevla_ros.vla.plan_cli",
+             "plan one frame from image files with any model, pruner and ratio"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastdrivevla",
+        description="Qwen2.5-VL driving planner with visual-token pruning (FastDriveVLA). "
+                    "Run `fastdrivevla COMMAND --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(_module=module)
+        p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+        # each module adds its own options lazily: only the chosen command's module is imported
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fastdrivevla_ros.errors import FastDriveError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # first pass: which command? then let its module add its options and parse again
+    known, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(known._module)
+    sub = next(a for a in parser._subparsers._group_actions).choices[known.command]
+    module.configure_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except (FastDriveError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"fastdrivevla {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Typed errors with messages a user can act on. Adapters catch these, report, and go on."""
+
+
+class FastDriveError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(FastDriveError, ValueError):
+    """A parameter or configuration value is invalid."""
+
+
+class CheckpointError(FastDriveError):
+    """A model or pruner checkpoint cannot (or must not) be loaded."""
+
+
+class InputError(FastDriveError, ValueError):
+    """A camera image, ego state or other per-frame input is unusable."""
+
+
+class DataError(FastDriveError):
+    """A dataset, bag or file on disk is missing or malformed."""

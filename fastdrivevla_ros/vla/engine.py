@@ -1,0 +1,384 @@
+"""DrivingVLA: camera images + ego history -> PlanResult, with any pruner at any ratio.
+
+Inference (shared/reference/algorithms.md §3, "version-proof recipe"):
+  1. vision encoder + merger -> N visual tokens per view;
+  2. transformers' own get_rope_index -> 3D M-RoPE positions of the FULL sequence;
+  3. the decoder layers run here, one by one, so a pruner can drop visual tokens at the input of
+     any layer K (K = 0: before the LLM). Kept tokens keep their ORIGINAL positions; layers before
+     K keep their full KV cache (the FastV semantics);
+  4. greedy KV-cached decode at positions max(original positions) + 1 + t.
+With nothing pruned this is exactly transformers' forward/generate (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.pruning.base import PruneContext, Pruner, ViewTokens, view_budgets
+from fastdrivevla_ros.pruning.registry import build_pruner
+from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
+from fastdrivevla_ros.vla.parsing import parse_planning
+from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
+from fastdrivevla_ros.vla.result import PlanResult, ViewResult
+
+
+@dataclass
+class PlannerSettings:
+    """What the node's parameters and the CLI's flags configure (validated in __post_init__)."""
+
+    cameras: tuple[str, ...] = ("CAM_FRONT",)
+    max_pixels: int = 512 * 512                    # Impromptu-VLA's image_resolution
+    image_size: tuple[int, int] | None = None      # fixed (w, h), e.g. (1596, 1596): 3,249 tokens
+    pruning_ratio: float = 0.0
+    view_ratios: tuple[float, ...] | None = None   # per-view ratios (Prune2Drive budgets)
+    max_new_tokens: int = 320
+    constrained: bool = False
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+        if not 1 <= len(self.cameras) <= 6 or len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"cameras must be 1-6 distinct names, got {list(self.cameras)}")
+        bad = [c for c in self.cameras if c not in CAMERAS]
+        if bad:
+            raise ConfigError(f"unknown cameras {bad}; use {list(CAMERAS)}")
+        if not 56 * 56 <= self.max_pixels <= 4096 * 4096:
+            raise ConfigError(f"max_pixels must be in [3136, 16777216], got {self.max_pixels}")
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
+            if len(self.image_size) != 2 or not all(28 <= v <= 4096 for v in self.image_size):
+                raise ConfigError(f"image_size must be (w, h) in [28, 4096], got {self.image_size}")
+        for r in (self.pruning_ratio, *(self.view_ratios or ())):
+            if not 0.0 <= r < 1.0:
+                raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
+        if self.view_ratios is not None:
+            self.view_ratios = tuple(float(r) for r in self.view_ratios)
+            if len(self.view_ratios) != len(self.cameras):
+                raise ConfigError(f"{len(self.view_ratios)} view ratios for "
+                                  f"{len(self.cameras)} cameras")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ConfigError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
+
+
+class _Stopwatch:
+    """Accumulates wall-clock ms per stage; synchronises CUDA so GPU time is counted."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+@dataclass
+class _Sequence:
+    """The LLM sequence as it shrinks: hidden [L, D], original positions [3, L], which
+    original sequence indices are alive [L], and per view the alive raster indices."""
+
+    hidden: torch.Tensor
+    positions: torch.Tensor
+    alive: torch.Tensor
+    view_alive: list[torch.Tensor]
+    view_offsets: list[int]          # original sequence index of each view's first token
+    scores: list[torch.Tensor | None] = field(default_factory=list)
+
+    def view_seq_positions(self, v: int) -> torch.Tensor:
+        """Where view v's alive tokens sit in the CURRENT sequence."""
+        orig = self.view_alive[v] + self.view_offsets[v]
+        return torch.searchsorted(self.alive, orig)
+
+
+class DrivingVLA:
+    def __init__(self, model, tokenizer, image_processor, settings: PlannerSettings | None = None,
+                 pruner: Pruner | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.settings = settings or PlannerSettings()
+        self.pruner = pruner or build_pruner("none")
+        text = model.model.language_model
+        self.layers, self.norm, self.rotary = text.layers, text.norm, text.rotary_emb
+        self.embed = text.embed_tokens
+        self.text_config = model.config.text_config
+        ids = tokenizer.convert_tokens_to_ids
+        self.stop_ids = sorted({ids("<|im_end|>"), ids("<|endoftext|>"),
+                                *_as_list(model.generation_config.eos_token_id)})
+        self._constraint = None
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, *, dtype: str = "float32", device: str = "cpu",
+                        attn_implementation: str = "sdpa", pruner: str | Pruner = "none",
+                        pruner_options: dict | None = None, **settings) -> "DrivingVLA":
+        from fastdrivevla_ros.vla.loading import load_vla
+
+        model, tokenizer, image_processor = load_vla(path_or_repo_id, dtype, device,
+                                                     attn_implementation)
+        if isinstance(pruner, str):
+            pruner = build_pruner(pruner, **(pruner_options or {}))
+        return cls(model, tokenizer, image_processor, PlannerSettings(**settings), pruner)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def configure(self, **changes) -> None:
+        """Change settings (validated); e.g. configure(pruning_ratio=0.5) at runtime."""
+        self.settings = replace(self.settings, **changes)
+
+    # ------------------------------------------------------------------ public API
+    def prepare(self, images: dict, history: EgoHistory | None = None) -> ModelInputs:
+        return prepare_inputs(self.tokenizer, self.image_processor, list(self.settings.cameras),
+                              images, history or EgoHistory.stationary(), self.settings.max_pixels,
+                              self.settings.image_size)
+
+    @torch.inference_mode()
+    def plan(self, images: dict, history: EgoHistory | None = None,
+             extras: dict | None = None) -> PlanResult:
+        """images: {camera: HxWx3 uint8 RGB}; history: past ego states (None = standing still);
+        extras: side data for pruners (e.g. {'foreground_masks': {camera: HxW}})."""
+        clock = _Stopwatch(self.device)
+        with clock("preprocess"):
+            inputs = self.prepare(images, history)
+        tokens, seq, record = self.generate_tokens(inputs, clock, extras or {})
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        waypoints, status, reason = parse_planning(text)
+        if self.pruner.record_decode_layers:
+            self.pruner.observe(record)
+        clock.ms["total"] = sum(clock.ms.values())
+        views = [ViewResult(camera=cam, grid=grid, kept=seq.view_alive[v].cpu().numpy(),
+                            scores=_raster_scores(seq.scores, v, grid), image=inputs.resized[v])
+                 for v, (cam, grid) in enumerate(zip(self.settings.cameras, inputs.grids))]
+        return PlanResult(waypoints=waypoints, status=status, reason=reason, text=text,
+                          views=views, pruner=self.pruner.name,
+                          pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
+                          timings_ms=clock.ms,
+                          num_generated=len(tokens))
+
+    # ------------------------------------------------------------------ stages
+    def encode_images(self, inputs: ModelInputs, extras: dict) -> list[torch.Tensor]:
+        """Vision encoder + merger -> per view [N_v, D] LLM-space visual tokens."""
+        visual = self.model.model.visual
+        pixel_values = inputs.pixel_values.to(self.device, visual.dtype)
+        grid = inputs.image_grid_thw.to(self.device)
+        with self.pruner.vision_hooks(self.model) as hook_data:
+            out = self.model.model.get_image_features(pixel_values, grid)
+        if hook_data is not None:
+            extras["vision"] = hook_data
+        return list(out.pooler_output)
+
+    def rope_positions(self, inputs: ModelInputs) -> torch.Tensor:
+        """[3, L] original M-RoPE positions, from transformers' own get_rope_index."""
+        pos, _ = self.model.model.get_rope_index(
+            inputs.input_ids.to(self.device),
+            mm_token_type_ids=inputs.mm_token_type_ids.to(self.device),
+            image_grid_thw=inputs.image_grid_thw.to(self.device),
+            attention_mask=inputs.attention_mask.to(self.device))
+        return pos[:, 0]
+
+    def generate_tokens(self, inputs: ModelInputs, clock: _Stopwatch, extras: dict):
+        """Vision, pruning, prefill and greedy decode. Returns (token ids, final sequence,
+        record for temporal pruners)."""
+        with clock("vision"):
+            features = self.encode_images(inputs, extras)
+        input_ids = inputs.input_ids[0].to(self.device)
+        positions = self.rope_positions(inputs)
+        embeds = self.embed(input_ids)
+        image_slots = torch.nonzero(inputs.mm_token_type_ids[0] == 1).flatten().to(self.device)
+        embeds[image_slots] = torch.cat(features).to(embeds.dtype)
+        totals = [f.shape[0] for f in features]
+        offsets = image_slots[np.cumsum([0] + totals[:-1])].tolist()
+        seq = _Sequence(embeds, positions, torch.arange(len(input_ids), device=self.device),
+                        [torch.arange(n, device=self.device) for n in totals], offsets)
+        budgets = view_budgets(totals, self.settings.pruning_ratio,
+                               list(self.settings.view_ratios) if self.settings.view_ratios else None)
+        stages = {}
+        if not self.pruner.keeps_all and any(b < n for b, n in zip(budgets, totals)):
+            stages = dict(zip(self.pruner.layers, self.pruner.stage_budgets(budgets, totals)))
+        cache = self._new_cache()
+        logits = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
+        with clock("decode"):
+            tokens, record = self.decode(logits, int(positions.max()) + 1, cache)
+        record.update(sequence=seq, extras=extras, cameras=self.settings.cameras,
+                      grids=inputs.grids)
+        return tokens, seq, record
+
+    def prefill(self, seq: _Sequence, stages: dict, cache, clock: _Stopwatch,
+                input_ids: torch.Tensor, embeds0: torch.Tensor, inputs: ModelInputs,
+                extras: dict) -> torch.Tensor:
+        """Run every decoder layer over the (shrinking) sequence; returns last-token logits."""
+        bad = [k for k in stages if not 0 <= k < len(self.layers)]
+        if bad:
+            raise ConfigError(f"pruner {self.pruner.name} prunes at layer(s) {bad}; the model "
+                              f"has {len(self.layers)} layers")
+        layer_input = None
+        pe = mask = None
+        for i, layer in enumerate(self.layers):
+            if i in stages:
+                with clock("scoring"):
+                    ctx = self._context(i, seq, input_ids, embeds0, inputs, extras, layer_input,
+                                        pe)
+                    self._apply_selection(seq, ctx, stages[i])
+                pe = None
+            with clock("prefill"):
+                if pe is None:   # (re)build rotary embeddings and causal mask for this length
+                    pe, mask = self._rope_and_mask(seq)
+                layer_input = seq.hidden
+                seq.hidden = layer(seq.hidden[None], attention_mask=mask, position_embeddings=pe,
+                                   past_key_values=cache, use_cache=True)[0]
+        with clock("prefill"):
+            return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
+
+    def decode(self, logits: torch.Tensor, first_position: int, cache):
+        """Greedy decode; position of step t is first_position + t in all three M-RoPE rows."""
+        matcher = self._constraint_matcher()
+        tokens: list[int] = []
+        recorded = {i: [] for i in self.pruner.record_decode_layers}
+        for step in range(self.settings.max_new_tokens):
+            if matcher is not None:
+                logits = matcher.mask(logits)
+            token = int(torch.argmax(logits))
+            tokens.append(token)
+            if matcher is not None:
+                matcher.accept(token)
+            if token in self.stop_ids or (matcher is not None and matcher.finished):
+                break
+            pos = torch.full((3, 1, 1), first_position + step, device=self.device)
+            h = self.embed(torch.tensor([[token]], device=self.device))
+            pe = self.rotary(h, pos)
+            for i, layer in enumerate(self.layers):
+                if i in recorded:
+                    recorded[i].append(h[0, 0])
+                # one query over the whole cache: no mask needed (and none is valid for layers
+                # whose cache lengths differ after layer-K pruning)
+                h = layer(h, attention_mask=None, position_embeddings=pe,
+                          past_key_values=cache, use_cache=True)
+            logits = self.model.lm_head(self.norm(h[0, -1:]))[0]
+        record = {"decode_inputs": {i: torch.stack(v) if v else None for i, v in recorded.items()},
+                  "cache": cache, "tokens": tokens}
+        return tokens, record
+
+    # ------------------------------------------------------------------ helpers
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.text_config)
+
+    def _rope_and_mask(self, seq: _Sequence):
+        from transformers.masking_utils import create_causal_mask
+
+        h = seq.hidden[None]
+        pe = self.rotary(h, seq.positions[:, None, :])
+        mask = create_causal_mask(config=self.text_config, inputs_embeds=h,
+                                  attention_mask=torch.ones(h.shape[:2], dtype=torch.long,
+                                                            device=h.device),
+                                  past_key_values=None)
+        return pe, mask
+
+    def _context(self, layer: int, seq: _Sequence, input_ids, embeds0, inputs, extras,
+                 layer_input, pe) -> PruneContext:
+        views = []
+        for v, cam in enumerate(self.settings.cameras):
+            sp = seq.view_seq_positions(v)
+            views.append(ViewTokens(
+                camera=cam, grid=inputs.grids[v], indices=seq.view_alive[v],
+                features=seq.hidden[sp], embeddings=embeds0[seq.alive[sp]], seq_positions=sp,
+                image=inputs.resized[v]))
+        attention = None
+        if layer > 0:
+            attention = _AttentionRows(self.layers[layer - 1], layer_input, pe)
+        return PruneContext(layer=layer, views=views, hidden=seq.hidden,
+                            position_ids=seq.positions, input_ids=input_ids[seq.alive],
+                            model=self.model, attention=attention, extras=extras)
+
+    def _apply_selection(self, seq: _Sequence, ctx: PruneContext, budgets: list[int]) -> None:
+        selection = self.pruner.select(ctx, budgets)
+        keep = torch.ones(len(seq.alive), dtype=torch.bool, device=seq.alive.device)
+        for v, (view, kept, k) in enumerate(zip(ctx.views, selection.kept, budgets)):
+            kept = kept.to(view.indices.device)
+            _check_selection(self.pruner.name, view, kept, k)
+            keep[view.seq_positions[~torch.isin(view.indices, kept)]] = False
+            if len(seq.scores) <= v:
+                seq.scores.append(_scatter(selection.scores[v], view.indices, view.num_tokens))
+            seq.view_alive[v] = kept
+        seq.hidden, seq.positions, seq.alive = (seq.hidden[keep], seq.positions[:, keep],
+                                                seq.alive[keep])
+
+    def _constraint_matcher(self):
+        if not self.settings.constrained:
+            return None
+        if self._constraint is None:
+            from fastdrivevla_ros.vla.constrained import PlanningConstraint
+
+            self._constraint = PlanningConstraint(
+                self.tokenizer, self.model.lm_head.out_features, self.stop_ids)
+        return self._constraint.start()
+
+
+class _AttentionRows:
+    """Softmax attention of one decoder layer for a few query rows, computed directly so the
+    model itself can stay on SDPA / FlashAttention. Returns [heads, q, L]."""
+
+    def __init__(self, layer, layer_input: torch.Tensor, pe):
+        self.layer, self.x, self.pe = layer, layer_input, pe
+
+    def __call__(self, query_positions: torch.Tensor) -> torch.Tensor:
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+        attn = self.layer.self_attn
+        x = self.layer.input_layernorm(self.x[None])
+        n, d = x.shape[1], attn.head_dim
+        q = attn.q_proj(x[:, query_positions]).view(1, len(query_positions), -1, d).transpose(1, 2)
+        k = attn.k_proj(x).view(1, n, -1, d).transpose(1, 2)
+        cos, sin = self.pe
+        q, _ = apply_rotary_pos_emb(q, q, cos[:, query_positions], sin[:, query_positions])
+        _, k = apply_rotary_pos_emb(k, k, cos, sin)
+        k = k.repeat_interleave(attn.num_key_value_groups, dim=1)
+        scores = (q @ k.transpose(-1, -2)).float() * attn.scaling
+        causal = torch.arange(n, device=x.device)[None, :] > query_positions[:, None]
+        scores = scores.masked_fill(causal, float("-inf"))
+        return torch.softmax(scores, dim=-1)[0]
+
+
+def _check_selection(name: str, view: ViewTokens, kept: torch.Tensor, k: int) -> None:
+    """A pruner's selection must be exactly k sorted, unique, alive indices."""
+    ok = (kept.ndim == 1 and len(kept) == k and bool(torch.all(kept[1:] > kept[:-1]))
+          and bool(torch.isin(kept, view.indices).all()))
+    if not ok:
+        raise RuntimeError(f"pruner {name!r} returned an invalid selection for {view.camera}: "
+                           f"{len(kept)} indices for a budget of {k} (must be sorted, unique, "
+                           "among the alive tokens)")
+
+
+def _scatter(scores, indices: torch.Tensor, n: int) -> torch.Tensor | None:
+    if scores is None:
+        return None
+    out = torch.full((n,), float("nan"))
+    out[indices.cpu()] = scores.detach().float().cpu()
+    return out
+
+
+def _raster_scores(all_scores: list, v: int, grid) -> np.ndarray | None:
+    if v >= len(all_scores) or all_scores[v] is None:
+        return None
+    return all_scores[v].numpy()
+
+
+def _as_list(x) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [int(x)]

@@ -1,0 +1,140 @@
+"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint fully offline.
+
+Same architecture as the real model (window-attention ViT + 2x2 merger + M-RoPE decoder), tiny
+widths, a byte-level BPE tokenizer trained here on planning-prompt text, Qwen's chat and vision
+special tokens with their usual roles, and Qwen's own chat template. The result is a normal
+checkpoint directory (safetensors + JSON) loaded by `vla.loading.load_vla` like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Qwen2.5-VL's special tokens, in their original order (ids 151643..).
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Qwen2-VL / Qwen2.5-VL chat template (as shipped in the hub's chat_template.json).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Presets: "tiny" for tests and the demo, "small" as the larger CPU benchmark config.
+PRESETS = {
+    "tiny": dict(vision_depth=2, vision_width=32, vision_heads=2, text_width=64, text_layers=4,
+                 text_heads=4, kv_heads=2, mlp=128, mrope=[2, 3, 3]),
+    "small": dict(vision_depth=4, vision_width=256, vision_heads=4, text_width=512, text_layers=8,
+                  text_heads=8, kv_heads=2, mlp=1536, mrope=[8, 12, 12]),
+}
+
+
+def _training_corpus() -> list[str]:
+    """Text the BPE learns from: the planning prompt's words and numbers in its formats."""
+    from fastdrivevla_ros.vla.prompt import example_texts
+
+    digits = [f"[{x / 7:.2f}, {-x / 3:.2f}]" for x in range(-300, 300)]
+    return example_texts() * 20 + digits
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """Byte-level BPE (like Qwen's) trained offline, with Qwen's special tokens appended."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False)
+    tok.train_from_iterator(_training_corpus(), trainer=trainer)
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return Qwen2TokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token=None, bos_token=None, errors="replace", clean_up_tokenization_spaces=False,
+        model_max_length=32768, chat_template=CHAT_TEMPLATE)
+
+
+def build_config(tokenizer, preset: str = "tiny"):
+    from transformers import Qwen2_5_VLConfig
+
+    p = PRESETS[preset]
+    ids = tokenizer.convert_tokens_to_ids
+    head_dim = p["text_width"] // p["text_heads"]
+    if sum(p["mrope"]) * 2 != head_dim:
+        raise ValueError(f"mrope_section {p['mrope']} must sum to head_dim/2 = {head_dim // 2}")
+    return Qwen2_5_VLConfig(
+        vision_config=dict(
+            depth=p["vision_depth"], hidden_size=p["vision_width"], num_heads=p["vision_heads"],
+            intermediate_size=2 * p["vision_width"], out_hidden_size=p["text_width"],
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+            fullatt_block_indexes=[p["vision_depth"] - 1], in_chans=3),
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=p["text_width"],
+            num_hidden_layers=p["text_layers"], num_attention_heads=p["text_heads"],
+            num_key_value_heads=p["kv_heads"], intermediate_size=p["mlp"],
+            max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
+            rope_scaling={"type": "mrope", "mrope_section": p["mrope"]},
+            eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
+        tie_word_embeddings=False)
+
+
+def build_image_processor(max_pixels: int = 512 * 512):
+    """Qwen2-VL's image processor (PIL backend: torchvision has no CPU build here)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14,
+                                    temporal_patch_size=2, merge_size=2)
+
+
+def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """Write a randomly initialised Qwen2.5-VL + tokenizer + processor to `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(build_config(tokenizer, preset)).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
+        do_sample=False)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    build_image_processor().save_pretrained(out)
+    return out
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", help="directory to write the checkpoint into (created)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                   help="'tiny' (tests, demo: ~1 MB) or 'small' (larger CPU benchmark config)")
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = make_tiny_model(args.out_dir, args.preset, args.seed)
+    print(f"wrote {args.preset} Qwen2.5-VL checkpoint to {out}")
+    return 0

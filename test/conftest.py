@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny real things built once per session (no mocks, no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE_DIR = Path(os.environ.get("FASTDRIVEVLA_SCENE", REPO.parent / "shared" / "data" /
+                                 "nuscenes-scene-0916"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5-VL checkpoint written by `make-tiny-model`."""
+    from fastdrivevla_ros.vla.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_vla(tiny_model_dir):
+    """(model, tokenizer, image_processor) loaded through the product's own loader."""
+    from fastdrivevla_ros.vla.loading import load_vla
+
+    return load_vla(tiny_model_dir)
+
+
+@pytest.fixture
+def engine(tiny_vla):
+    """A fresh DrivingVLA over the shared tiny model (settings/pruner free to change)."""
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
+
+    model, tok, proc = tiny_vla
+    return DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=24))
+
+
+@pytest.fixture(scope="session")
+def scene_dir() -> Path:
+    if not (SCENE_DIR / "v1.0-mini" / "sample.json").is_file():
+        pytest.skip(f"nuScenes test scene not found at {SCENE_DIR}")
+    return SCENE_DIR
+
+
+@pytest.fixture
+def camera_images():
+    """Six deterministic 1600x900 RGB frames (structured, not pure noise)."""
+    from fastdrivevla_ros.vla.prompt import CAMERAS
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:900, 0:1600]
+    out = {}
+    for i, cam in enumerate(CAMERAS):
+        base = np.stack([(xx + 50 * i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1)
+        out[cam] = (base + rng.integers(0, 30, base.shape)).clip(0, 255).astype(np.uint8)
+    return out
