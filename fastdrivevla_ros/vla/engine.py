@@ -255,8 +255,9 @@ class DrivingVLA:
             tokens.append(token)
             if matcher is not None:
                 matcher.accept(token)
-            if token in self.stop_ids or (matcher is not None and matcher.finished):
-                break
+            done = token in self.stop_ids or (matcher is not None and matcher.finished)
+            if done or step == self.settings.max_new_tokens - 1:
+                break   # no forward for a token nobody will read
             pos = torch.full((3, 1, 1), first_position + step, device=self.device)
             h = self.embed(torch.tensor([[token]], device=self.device))
             pe = self.rotary(h, pos)

@@ -1,0 +1,20 @@
+# Set-up lives here once: `make demo` and `make test` work on a fresh machine (no ROS needed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned first so pip takes the CPU build instead of several GB of CUDA wheels;
+# numpy<2 because nuscenes-devkit and cv_bridge need it.
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0" "numpy<2"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+.PHONY: install demo test
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/fastdrivevla demo --out out/demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q test

@@ -1,0 +1,99 @@
+"""Retained-token heatmaps: per-view overlays on the resized image and a 2x3 camera mosaic.
+
+Everything here returns RGB uint8 arrays; adapters convert (bgr8 for ROS, PNG for the CLI).
+Kept tokens show the image tinted by saliency (or plain when the pruner has no scores);
+pruned tokens are darkened, so "what the planner saw" reads at a glance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fastdrivevla_ros.vla.prompt import CAMERAS
+from fastdrivevla_ros.vla.result import ViewResult
+
+TOKEN_PX = 28
+MOSAIC_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
+                 ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))   # as seen from above
+
+
+def kept_mask(view: ViewResult) -> np.ndarray:
+    """[rows, cols] bool: True where the token was fed to the LLM."""
+    rows, cols = view.grid
+    mask = np.zeros(rows * cols, dtype=bool)
+    mask[np.asarray(view.kept, dtype=int)] = True
+    return mask.reshape(rows, cols)
+
+
+def _normalised_scores(view: ViewResult) -> np.ndarray | None:
+    """[rows, cols] scores scaled to [0, 1] by rank (robust to any scale), NaN-free."""
+    if view.scores is None:
+        return None
+    s = np.asarray(view.scores, dtype=float)
+    finite = np.isfinite(s)
+    if not finite.any():
+        return None
+    ranks = np.zeros_like(s)
+    order = np.argsort(s[finite], kind="stable")
+    ranks[np.flatnonzero(finite)[order]] = np.linspace(0.0, 1.0, finite.sum())
+    return ranks.reshape(view.grid)
+
+
+def _jet(x: np.ndarray) -> np.ndarray:
+    """[..] in [0, 1] -> [.., 3] RGB in [0, 1] (matplotlib's 'jet' colormap)."""
+    from matplotlib import colormaps
+
+    return colormaps["jet"](x)[..., :3]
+
+
+def token_overlay(view: ViewResult, alpha: float = 0.45, dim: float = 0.25) -> np.ndarray:
+    """[rows*28, cols*28, 3] uint8: the resized image, saliency-tinted where tokens were kept
+    and darkened (x `dim`) where they were pruned."""
+    rows, cols = view.grid
+    h, w = rows * TOKEN_PX, cols * TOKEN_PX
+    image = view.image if view.image is not None else np.full((h, w, 3), 128, np.uint8)
+    img = np.asarray(image, dtype=float) / 255.0
+    if img.shape[:2] != (h, w):
+        raise ValueError(f"{view.camera}: image {img.shape[:2]} does not match grid {view.grid}")
+    up = lambda a: np.repeat(np.repeat(a, TOKEN_PX, 0), TOKEN_PX, 1)  # noqa: E731
+    keep = up(kept_mask(view))[..., None]
+    scores = _normalised_scores(view)
+    tinted = img if scores is None else (1 - alpha) * img + alpha * up(_jet(scores))
+    out = np.where(keep, tinted, img * dim)
+    return (out * 255).round().astype(np.uint8)
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    im = Image.fromarray(tile)
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([0, 0, 7 * len(text) + 8, 16], fill=(0, 0, 0))
+    draw.text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
+def mosaic(views: list[ViewResult], tile_size: tuple[int, int] = (336, 196)) -> np.ndarray:
+    """2x3 six-camera mosaic [2*h, 3*w, 3] uint8 (front row on top, as seen from above);
+    cameras not fed to the model are grey tiles labelled 'not used'."""
+    w, h = tile_size
+    by_camera = {v.camera: v for v in views}
+    unknown = set(by_camera) - set(CAMERAS)
+    if unknown:
+        raise ValueError(f"unknown cameras in views: {sorted(unknown)}")
+    rows = []
+    for row in MOSAIC_LAYOUT:
+        tiles = []
+        for cam in row:
+            if cam in by_camera:
+                v = by_camera[cam]
+                tile = np.asarray(Image.fromarray(token_overlay(v)).resize((w, h), Image.BILINEAR))
+                text = f"{cam} {v.num_kept}/{v.num_tokens}"
+            else:
+                tile, text = np.full((h, w, 3), 64, np.uint8), f"{cam} not used"
+            tiles.append(_label(tile, text))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def save_png(array: np.ndarray, path) -> None:
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
