@@ -91,3 +91,17 @@ def test_missing_camera_raises_input_error(engine, camera_images):
     engine.configure(cameras=("CAM_FRONT", "CAM_BACK"))
     with pytest.raises(InputError, match="CAM_BACK"):
         engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]})
+
+
+def test_chat_template_is_read_from_processor_chat_template_json(tiny_model_dir, tmp_path):
+    """Hub Qwen2.5-VL checkpoints may ship the template only as chat_template.json."""
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    template = (model_dir / "chat_template.jinja").read_text()
+    (model_dir / "chat_template.jinja").unlink()
+    cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (model_dir / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    _, tok, _ = load_vla(model_dir)
+    assert tok.chat_template == template

@@ -72,6 +72,20 @@ def load_vla(path_or_repo_id: str | Path, dtype: str = "float32", device: str = 
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load Qwen2.5-VL from {source}: {e}") from e
+    if tokenizer.chat_template is None and local.exists():
+        tokenizer.chat_template = _processor_chat_template(local)
     if tokenizer.chat_template is None:
         raise CheckpointError(f"{source}: the tokenizer has no chat template")
     return model.to(device).eval(), tokenizer, image_processor
+
+
+def _processor_chat_template(path: Path) -> str | None:
+    """Qwen2.5-VL hub checkpoints may keep the template in the processor's chat_template.json."""
+    f = path / "chat_template.json"
+    if not f.is_file():
+        return None
+    try:
+        template = json.loads(f.read_text()).get("chat_template")
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{f}: unreadable chat template ({e})") from e
+    return template if isinstance(template, str) else None
