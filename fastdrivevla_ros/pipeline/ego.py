@@ -1,0 +1,178 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Ego history for the prompt from odometry (and optional ego status) streams, ROS-free.
+
+Poses (world/odom frame, from nav_msgs/Odometry) and ego status samples (speed, acceleration,
+steering, from fastdrivevla_ros/EgoStatus) are kept for a few seconds. For a frame at time t the
+prompt needs the states at t - 3.0 s ... t - 0.0 s every 0.5 s with positions in the CURRENT ego
+frame (x forward, y left), as Impromptu-VLA's prompt gives them. Motion values come from the
+status sample nearest in time when there is one, else from the odometry itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+import math
+import threading
+
+from fastdrivevla_ros.vla.prompt import EgoHistory, EgoState, MAX_HISTORY, WAYPOINT_DT
+
+
+@dataclass(frozen=True)
+class PoseSample:
+    """One pose: stamp (s), x, y (m, world), yaw (rad, world), forward speed (m/s) if known."""
+
+    stamp: float
+    x: float
+    y: float
+    yaw: float
+    speed: float | None = None
+
+
+@dataclass(frozen=True)
+class StatusSample:
+    """Ego motion at `stamp`: speed (m/s), acceleration (fwd, left) m/s^2, steering (rad)."""
+
+    stamp: float
+    speed: float
+    acceleration: tuple[float, float]
+    steering: float | None = None
+
+
+def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
+    """Return the heading (rad) of a quaternion about the z axis."""
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def _wrap(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))
+
+
+class _TimeSeries:
+    """Samples sorted by stamp, trimmed to `horizon_s` behind the newest."""
+
+    def __init__(self, horizon_s: float):
+        self.horizon_s = horizon_s
+        self.samples: list = []
+        self.stamps: list[float] = []
+
+    def add(self, sample) -> None:
+        i = bisect.bisect_right(self.stamps, sample.stamp)
+        self.samples.insert(i, sample)
+        self.stamps.insert(i, sample.stamp)
+        cut = bisect.bisect_left(self.stamps, self.stamps[-1] - self.horizon_s)
+        del self.samples[:cut], self.stamps[:cut]
+
+    def clear(self) -> None:
+        self.samples.clear()
+        self.stamps.clear()
+
+
+class EgoHistoryBuffer:
+    """Thread-safe ego samples and the prompt history at a given time.
+
+    tolerance_s: how far outside the buffered poses a lookup may reach, and how far the
+    nearest status sample may be (a state with no pose is left out rather than invented).
+    """
+
+    def __init__(self, horizon_s: float = 4.0, tolerance_s: float = 0.1):
+        self.tolerance_s = tolerance_s
+        self._poses = _TimeSeries(horizon_s)
+        self._status = _TimeSeries(horizon_s)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._poses.samples)
+
+    def add_pose(self, sample: PoseSample) -> None:
+        """Insert an odometry pose (out-of-order ones are placed by stamp)."""
+        if not all(math.isfinite(v) for v in (sample.stamp, sample.x, sample.y, sample.yaw,
+                                              sample.speed or 0.0)):
+            raise ValueError(f'non-finite odometry sample: {sample}')
+        with self._lock:
+            self._poses.add(sample)
+
+    def add_status(self, sample: StatusSample) -> None:
+        """Insert an ego status sample (speed, acceleration, steering)."""
+        values = (sample.stamp, sample.speed, *sample.acceleration, sample.steering or 0.0)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f'non-finite ego status sample: {sample}')
+        with self._lock:
+            self._status.add(sample)
+
+    def clear(self) -> None:
+        """Forget everything (time jumped backwards, e.g. a bag restarted)."""
+        with self._lock:
+            self._poses.clear()
+            self._status.clear()
+
+    def pose_at(self, t: float) -> PoseSample | None:
+        """Return the pose interpolated at t, or None outside the poses (± tolerance)."""
+        with self._lock:
+            samples, stamps = list(self._poses.samples), list(self._poses.stamps)
+        if not samples or not stamps[0] - self.tolerance_s <= t <= stamps[-1] + self.tolerance_s:
+            return None
+        i = bisect.bisect_left(stamps, t)
+        if i == 0 or i == len(samples):
+            return samples[min(i, len(samples) - 1)]
+        a, b = samples[i - 1], samples[i]
+        f = (t - a.stamp) / (b.stamp - a.stamp) if b.stamp > a.stamp else 0.0
+        speed = None if a.speed is None or b.speed is None else a.speed + f * (b.speed - a.speed)
+        return PoseSample(t, a.x + f * (b.x - a.x), a.y + f * (b.y - a.y),
+                          a.yaw + f * _wrap(b.yaw - a.yaw), speed)
+
+    def status_at(self, t: float) -> StatusSample | None:
+        """Return the status sample nearest to t, if within the tolerance."""
+        with self._lock:
+            samples, stamps = list(self._status.samples), list(self._status.stamps)
+        if not samples:
+            return None
+        i = bisect.bisect_left(stamps, t)
+        near = [j for j in (i - 1, i) if 0 <= j < len(samples)]
+        j = min(near, key=lambda k: abs(stamps[k] - t))
+        return samples[j] if abs(stamps[j] - t) <= self.tolerance_s else None
+
+    def history_at(self, t: float, steps: int = MAX_HISTORY) -> EgoHistory | None:
+        """Return states at t - (steps-1)*0.5 s ... t (oldest first) in the ego frame at t.
+
+        None when there is no pose around t: the engine then prompts a standing start.
+        Without a status sample, acceleration is (d speed / dt, speed * yaw rate) over the
+        0.5 s before each state, from odometry.
+        """
+        now = self.pose_at(t)
+        if now is None:
+            return None
+        cos, sin = math.cos(now.yaw), math.sin(now.yaw)
+        states = []
+        for k in range(steps - 1, -1, -1):
+            pose = self.pose_at(t - k * WAYPOINT_DT)
+            if pose is None:
+                continue
+            dx, dy = pose.x - now.x, pose.y - now.y
+            speed, accel, steering = self._motion(pose, t - (k + 1) * WAYPOINT_DT)
+            states.append(EgoState(x=cos * dx + sin * dy, y=-sin * dx + cos * dy,
+                                   velocity=speed, acceleration=accel, steering=steering))
+        return EgoHistory(states)
+
+    def _motion(self, pose: PoseSample, t_before: float):
+        status = self.status_at(pose.stamp)
+        if status is not None:
+            return status.speed, status.acceleration, status.steering
+        prev = self.pose_at(t_before)
+        if pose.speed is None or prev is None or prev.speed is None:
+            return pose.speed, None, None
+        yaw_rate = _wrap(pose.yaw - prev.yaw) / WAYPOINT_DT
+        return pose.speed, ((pose.speed - prev.speed) / WAYPOINT_DT, pose.speed * yaw_rate), None

@@ -1,0 +1,202 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The planning step the drive node's worker thread runs, ROS-free.
+
+PlannerService owns the DrivingVLA: it loads it (tracking 'loading' / 'ready' / 'failed'),
+applies runtime parameter changes between frames (never during one), decodes a FrameSet, plans,
+renders the retained-token heatmaps, and turns every per-frame fault (bad image, parse failure,
+CUDA out of memory, anything else) into a diagnostics entry instead of an exception, so one bad
+frame never stops the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import threading
+import time
+from typing import Any, Callable
+
+from fastdrivevla_ros.errors import FastDriveError, InputError
+from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
+from fastdrivevla_ros.pipeline.images import decode_image_message
+from fastdrivevla_ros.pipeline.params import NodeConfig
+from fastdrivevla_ros.pipeline.worker import FrameSet
+from fastdrivevla_ros.vla.prompt import EgoHistory
+from fastdrivevla_ros.vla.result import PlanResult
+import numpy as np
+
+# runtime parameters that DrivingVLA.configure applies
+ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'max_new_tokens')
+Log = Callable[[str, str], None]     # (level 'info'|'warn'|'error', message)
+
+
+@dataclass
+class PlanOutput:
+    """One plan ready to publish. heatmaps: camera -> [h, w, 3] RGB overlay; mosaic: 2x3 RGB."""
+
+    result: PlanResult
+    stamp_ns: int
+    camera_stamps_ns: dict[str, int]
+    latency_ms: float
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    mosaic: np.ndarray | None = None
+
+
+def build_engine(config: NodeConfig, log: Log):
+    """Load the DrivingVLA the parameters describe (slow: reads the checkpoint)."""
+    from fastdrivevla_ros.vla.engine import DrivingVLA
+
+    engine = DrivingVLA.from_pretrained(config.model, **config.engine_kwargs())
+    if not config.pruner_weights and hasattr(engine.pruner, 'attach'):
+        # a learned pruner without weights: size it for this model, untrained (as the demo)
+        log('warn', f'pruner {config.pruner!r} has no pruner_weights: using it UNTRAINED')
+        engine.pruner.attach(engine.model)
+    return engine
+
+
+def _is_cuda_oom(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or \
+        'CUDA out of memory' in str(error)
+
+
+class PlannerService:
+    """Engine owner for the worker thread.
+
+    clock: seconds on the same time base as frame stamps (the node's ROS clock);
+    history: stamp (s) -> EgoHistory or None (standing start);
+    decode: (camera, payload) -> RGB array, raising InputError on a bad image;
+    engine_factory: (config, log) -> engine (default: build_engine).
+    """
+
+    def __init__(self, config: NodeConfig, diagnostics: DriveDiagnostics, *,
+                 clock: Callable[[], float] = time.time,
+                 history: Callable[[float], EgoHistory | None] = lambda stamp: None,
+                 decode: Callable[[str, Any], np.ndarray] | None = None,
+                 engine_factory: Callable[[NodeConfig, Log], Any] = build_engine,
+                 log: Log = lambda level, message: None):
+        self.config, self.diagnostics = config, diagnostics
+        self.clock, self.history, self.log = clock, history, log
+        self.decode = decode or (lambda camera, msg: decode_image_message(msg, camera))
+        self.engine_factory = engine_factory
+        self.engine = None
+        self.state = 'loading'
+        self._pending: NodeConfig | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ model
+    def load(self) -> bool:
+        """Load the model; on failure log it, report 'failed' and keep the node alive."""
+        self.diagnostics.model_state('loading', self.config.model)
+        try:
+            self.engine = self.engine_factory(self.config, self.log)
+        except Exception as e:  # noqa: B902 - any load failure is reported, not raised
+            self.state = 'failed'
+            reason = f'{type(e).__name__}: {e}'
+            if _is_cuda_oom(e):
+                reason = f'CUDA out of memory while loading ({e}); try dtype bfloat16 or ' \
+                         'a smaller model'
+            self.diagnostics.model_state('failed', reason)
+            self.log('error', f'model load failed: {reason}')
+            return False
+        self.state = 'ready'
+        self._report_ready()
+        self.log('info', f'model ready: {self.config.model} ({self.engine.device})')
+        return True
+
+    def _report_ready(self) -> None:
+        self.diagnostics.model_state('ready', f'{self.config.model} on {self.engine.device}, '
+                                     f'pruner {self.engine.pruner.name} @ '
+                                     f'{self.engine.settings.pruning_ratio:.2f}')
+
+    def update_config(self, config: NodeConfig) -> None:
+        """Queue validated runtime changes; applied before the next frame is planned."""
+        with self._lock:
+            self._pending = config
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        changes = {k: getattr(pending, k) for k in ENGINE_RUNTIME
+                   if getattr(pending, k) != getattr(self.config, k)}
+        self.config = pending
+        if changes and self.engine is not None:
+            self.engine.configure(**changes)
+            self._report_ready()
+            self.log('info', f'applied {changes}')
+
+    # ------------------------------------------------------------------ one frame
+    def plan(self, frame: FrameSet) -> PlanOutput | None:
+        """Plan one camera set; None (with diagnostics and a log line) when it cannot."""
+        self._apply_pending()
+        now = self.clock()
+        if self.engine is None:
+            self.diagnostics.fault('model_unavailable', f'model {self.state}', now)
+            return None
+        images = {}
+        for camera in self.config.cameras:
+            try:
+                images[camera] = self.decode(camera, frame.images[camera])
+            except (InputError, KeyError) as e:
+                message = str(e) if isinstance(e, InputError) else f'{camera}: missing in set'
+                self.diagnostics.fault('input_errors', message, now, camera=camera)
+                self.log('warn', f'frame dropped: {message}')
+                return None
+        try:
+            result = self.engine.plan(images, self.history(frame.stamp))
+        except Exception as e:  # noqa: B902 - one bad frame must not stop the node
+            self._engine_fault(e)
+            return None
+        return self._output(frame, result)
+
+    def _engine_fault(self, error: Exception) -> None:
+        now = self.clock()
+        if _is_cuda_oom(error):
+            import torch
+
+            torch.cuda.empty_cache()
+            self.diagnostics.fault('cuda_oom', str(error).splitlines()[0], now)
+            self.log('error', 'CUDA out of memory; frame dropped (lower max_pixels or raise '
+                     'pruning_ratio)')
+        elif isinstance(error, InputError):
+            self.diagnostics.fault('input_errors', str(error), now)
+            self.log('warn', f'frame dropped: {error}')
+        else:
+            kind = '' if isinstance(error, FastDriveError) else f'{type(error).__name__}: '
+            self.diagnostics.fault('errors', f'{kind}{error}', now)
+            self.log('error', f'planning failed: {kind}{error}')
+
+    def _output(self, frame: FrameSet, result: PlanResult) -> PlanOutput:
+        heatmaps, mosaic_rgb = {}, None
+        if self.config.publish_heatmaps:
+            from fastdrivevla_ros.viz.heatmap import mosaic, token_overlay
+
+            heatmaps = {v.camera: token_overlay(v) for v in result.views}
+            mosaic_rgb = mosaic(result.views)
+        stamps = dict(frame.stamps_ns)
+        reference = stamps.get(self.config.cameras[0], int(round(frame.stamp * 1e9)))
+        now = self.clock()
+        latency_ms = (now - frame.stamp) * 1e3
+        self.diagnostics.plan_done(now, result.status, latency_ms,
+                                   result.timings_ms.get('total', 0.0), {
+                                       'status': result.status, 'pruner': result.pruner,
+                                       'pruning_ratio': f'{result.pruning_ratio:.2f}',
+                                       'tokens': f'{result.tokens_kept}/{result.tokens_total}'})
+        if not result.ok:
+            self.log('warn', f'plan parse failed: {result.reason}')
+        return PlanOutput(result, reference, stamps, latency_ms, heatmaps, mosaic_rgb)

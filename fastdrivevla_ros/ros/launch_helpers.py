@@ -1,0 +1,83 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Launch pieces shared by launch/drive.launch.py and launch/replay.launch.py.
+
+The drive node reads params_file (default: the package's config/drive.yaml); a launch argument
+overrides one of its parameters only when it is given (its default '' keeps the file's
+value), so a parameter file written by `fastdrivevla search-budgets` is not silently undone.
+The nodes are built in OpaqueFunctions because that choice needs the arguments' values.
+"""
+
+from fastdrivevla_ros.pipeline.params import launch_value
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = 'fastdrivevla_ros'
+
+# launch arguments that override a drive node parameter: name, description
+NODE_ARGUMENTS = (
+    ('model', 'Qwen2.5-VL checkpoint directory or hub id'),
+    ('pruner', 'visual-token pruner (fastdrivevla plan --list-pruners)'),
+    ('pruner_weights', 'trained pruner weights directory'),
+    ('pruning_ratio', 'fraction of visual tokens pruned, [0.0, 0.99]'),
+    ('camera_namespace', 'camera topics: NAMESPACE/CAMERA/image_rect/compressed'),
+    ('device', 'auto | cpu | cuda | cuda:N'),
+    ('use_sim_time', 'use /clock (true when playing a bag with --clock)'),
+)
+
+
+def declare_arguments(**defaults: str) -> list:
+    """Return DeclareLaunchArgument actions; `defaults` sets default values by name."""
+    share = FindPackageShare(PACKAGE)
+    actions = [DeclareLaunchArgument(name, default_value=defaults.get(name, ''),
+                                     description=f"{description} ('' = params_file's value)")
+               for name, description in NODE_ARGUMENTS]
+    actions.append(DeclareLaunchArgument(
+        'params_file', default_value=PathJoinSubstitution([share, 'config', 'drive.yaml']),
+        description='drive node parameter file (given launch arguments override it)'))
+    actions.append(DeclareLaunchArgument(
+        'rviz', default_value=defaults.get('rviz', 'true'), choices=['true', 'false'],
+        description='start RViz with rviz/drive.rviz'))
+    return actions
+
+
+def node_overrides(context) -> dict:
+    """Return {parameter: value} for the launch arguments given a non-empty value."""
+    overrides = {}
+    for name, _ in NODE_ARGUMENTS:
+        text = LaunchConfiguration(name).perform(context)
+        if text != '':
+            overrides[name] = launch_value(name, text)   # ConfigError names the argument
+    return overrides
+
+
+def drive_node(context) -> Node:
+    """Return the drive node: params_file, then the given launch arguments on top."""
+    params_file = LaunchConfiguration('params_file').perform(context)
+    return Node(package=PACKAGE, executable='drive_node', name='fastdrivevla_drive',
+                output='screen', emulate_tty=True, additional_env={'PYTHONUNBUFFERED': '1'},
+                parameters=[params_file, node_overrides(context)])
+
+
+def rviz_nodes(context) -> list:
+    """Return [RViz with the package's layout] when rviz:=true, else []."""
+    if LaunchConfiguration('rviz').perform(context) != 'true':
+        return []
+    config = PathJoinSubstitution([FindPackageShare(PACKAGE), 'rviz', 'drive.rviz'])
+    sim_time = node_overrides(context).get('use_sim_time', False)
+    return [Node(package='rviz2', executable='rviz2', name='rviz2', arguments=['-d', config],
+                 parameters=[{'use_sim_time': sim_time}])]

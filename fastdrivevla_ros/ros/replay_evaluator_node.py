@@ -1,0 +1,140 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Replay evaluator node: scores the drive node's plans against the bag's ground truth.
+
+Run by launch/replay.launch.py next to `ros2 bag play --clock` and the drive node. It hears
+every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTrajectory from the
+planner, pairs them by stamp (pipeline.evaluation.StreamEvaluator) and, when it shuts down
+(the launch ends it after the bag finished) or after `idle_timeout_s` without ground truth,
+writes the same run files as the offline `fastdrivevla replay`.
+"""
+
+import sys
+
+from fastdrivevla_ros.data.bag_reader import target_from_msg
+from fastdrivevla_ros.errors import FastDriveError
+from fastdrivevla_ros.msg import PlannedTrajectory, PlanningGroundTruth
+from fastdrivevla_ros.pipeline.evaluation import (
+    Keyframe, result_from_trajectory, StreamEvaluator)
+from fastdrivevla_ros.ros.conversions import stamp_ns, trajectory_fields_of
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+NODE_NAME = 'fastdrivevla_replay_evaluator'
+# reliable and deep: the bag offers RELIABLE and no keyframe may be lost to a burst
+INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+
+
+class ReplayEvaluator(Node):
+    """Collect plans and ground truth; `finish()` writes the metrics files."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        out = self.declare_parameter('output_dir', '', ParameterDescriptor(
+            description='run directory for predictions.jsonl, metrics.json, report.md',
+            read_only=True)).value
+        if not out:
+            raise FastDriveError('output_dir is required (e.g. output_dir:=out/ros_replay)')
+        tolerance = self.declare_parameter('match_tolerance_s', 0.1, ParameterDescriptor(
+            description='max |plan stamp - keyframe stamp| in seconds', read_only=True,
+            floating_point_range=[FloatingPointRange(from_value=0.001, to_value=0.25,
+                                                     step=0.0)])).value
+        self.idle_timeout_s = self.declare_parameter('idle_timeout_s', 0.0, ParameterDescriptor(
+            description='finish after this long without ground truth once some arrived '
+                        '(0 = only at shutdown)', read_only=True)).value
+        convention = self.declare_parameter('convention', 'omnidrive', ParameterDescriptor(
+            description='metric convention: omnidrive | stp3 | uniad', read_only=True)).value
+        bag = self.declare_parameter('bag', '', ParameterDescriptor(
+            description='bag path, recorded in the run files', read_only=True)).value
+        model = self.declare_parameter('model', '', ParameterDescriptor(
+            description='model, recorded in the run files', read_only=True)).value
+        self.evaluator = StreamEvaluator(out, tolerance, convention, bag, model)
+        self.done = False
+        self._last_gt = None
+        self.create_subscription(PlanningGroundTruth, 'planning/ground_truth',
+                                 self._on_ground_truth, INPUT_QOS)
+        self.create_subscription(PlannedTrajectory, 'planner/trajectory', self._on_plan,
+                                 INPUT_QOS)
+        if self.idle_timeout_s > 0:
+            self.create_timer(1.0, self._check_idle)
+        self.get_logger().info(f'evaluating into {out} (tolerance {tolerance} s)')
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_ground_truth(self, msg) -> None:
+        try:
+            self.evaluator.add_keyframe(Keyframe(
+                stamp_ns(msg.header.stamp), target_from_msg(msg), msg.scene_token,
+                msg.scene_name, int(msg.index_in_scene)))
+            self._last_gt = self._now_s()
+        except FastDriveError as e:
+            self.get_logger().error(f'ground truth {msg.sample_token} skipped: {e}')
+
+    def _on_plan(self, msg) -> None:
+        try:
+            self.evaluator.add_plan(stamp_ns(msg.header.stamp),
+                                    result_from_trajectory(trajectory_fields_of(msg)))
+        except FastDriveError as e:
+            self.get_logger().error(f'plan skipped: {e}')
+
+    def _check_idle(self) -> None:
+        if self._last_gt is not None and self._now_s() - self._last_gt > self.idle_timeout_s:
+            self.finish()
+
+    def finish(self) -> None:
+        """Write the run files once; safe to call again."""
+        if self.done:
+            return
+        self.done = True
+        metrics = self.evaluator.finish()
+        self.get_logger().info(
+            f"wrote {self.evaluator.out_dir}: {metrics['samples']} scored keyframes, "
+            f"{metrics['missing_predictions']} without a plan, L2 avg "
+            f"{metrics['l2_cm'].get('avg')} cm")
+
+
+def main(args=None) -> int:
+    """Run until shutdown (or idle timeout), then write the metrics files."""
+    rclpy.init(args=args)
+    try:
+        node = ReplayEvaluator()
+    except FastDriveError as e:
+        get_logger(NODE_NAME).fatal(f'bad configuration, not starting: {e}')
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and not node.done:
+            executor.spin_once(timeout_sec=0.5)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.finish()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,253 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Launch files, RViz layout, package.xml and CMakeLists.txt checked without ROS.
+
+Each test would fail on a real packaging mistake: a launch argument the node does not have, an
+executable that is not installed, an RViz topic nobody publishes, a message dependency missing
+from package.xml or CMake, a readiness string the replay launch waits for but the node never
+logs.
+"""
+
+import ast
+from pathlib import Path
+import re
+import xml.etree.ElementTree as ElementTree
+
+from fastdrivevla_ros.data import topics
+from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.pipeline.params import launch_value, load_parameter_file, SPECS
+from fastdrivevla_ros.vla.prompt import CAMERAS
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
+ROS_CODE = sorted((REPO / 'fastdrivevla_ros' / 'ros').glob('*.py')) + LAUNCH_FILES
+
+
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def string_calls(tree: ast.AST, func: str) -> list[ast.Call]:
+    """Return calls to `func` (a name or attribute) anywhere in `tree`."""
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, 'attr', None) or getattr(node.func, 'id', None)
+            if name == func:
+                calls.append(node)
+    return calls
+
+
+def keyword(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+@pytest.fixture(scope='module')
+def package_xml():
+    return ElementTree.parse(REPO / 'package.xml').getroot()
+
+
+@pytest.fixture(scope='module')
+def cmake():
+    return (REPO / 'CMakeLists.txt').read_text()
+
+
+def test_launch_files_define_generate_launch_description():
+    assert {p.name for p in LAUNCH_FILES} == {'drive.launch.py', 'replay.launch.py'}
+    for path in LAUNCH_FILES:
+        names = {n.name for n in parse(path).body if isinstance(n, ast.FunctionDef)}
+        assert 'generate_launch_description' in names, path
+
+
+def node_arguments() -> list[tuple]:
+    """Return NODE_ARGUMENTS of ros/launch_helpers.py as (name, description) tuples."""
+    tree = parse(REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py')
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == 'NODE_ARGUMENTS':
+            return ast.literal_eval(node.value)
+    raise AssertionError('NODE_ARGUMENTS not found')
+
+
+def test_launch_arguments_are_node_parameters_settable_from_text():
+    arguments = dict(node_arguments())
+    assert {'model', 'pruner', 'pruner_weights', 'pruning_ratio', 'camera_namespace',
+            'use_sim_time'} <= set(arguments)
+    assert all(arguments.values())
+    for name in arguments:
+        assert name == 'use_sim_time' or SPECS[name].kind in ('str', 'float', 'int', 'bool')
+    assert launch_value('pruning_ratio', '0') == 0.0 and launch_value('use_sim_time', 'True')
+    assert launch_value('camera_namespace', '/car1/cameras') == '/car1/cameras'
+    with pytest.raises(ConfigError, match='pruning_ratio:=.abc. is not a number'):
+        launch_value('pruning_ratio', 'abc')
+    with pytest.raises(ConfigError, match='outside'):
+        launch_value('pruning_ratio', '1')
+
+
+def test_every_executable_launched_is_installed_and_has_a_main(cmake):
+    executables = set()
+    for path in LAUNCH_FILES + [REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py']:
+        for call in string_calls(parse(path), 'Node'):
+            package, exe = keyword(call, 'package'), keyword(call, 'executable')
+            if isinstance(package, ast.Name) or getattr(package, 'value', '') == \
+                    'fastdrivevla_ros':
+                executables.add(exe.value)
+    assert executables == {'drive_node', 'replay_evaluator'}
+    for exe in executables:
+        script = REPO / 'scripts' / exe
+        assert script.is_file() and script.stat().st_mode & 0o111, f'{script} not executable'
+        assert f'scripts/{exe}' in cmake, f'{exe} not installed by CMakeLists.txt'
+        module = re.search(r'from (fastdrivevla_ros\.ros\.\w+) import main', script.read_text())
+        source = REPO / (module.group(1).replace('.', '/') + '.py')
+        assert 'main' in {n.name for n in parse(source).body if isinstance(n, ast.FunctionDef)}
+
+
+def test_replay_launch_waits_for_strings_the_planner_actually_logs():
+    replay = (REPO / 'launch' / 'replay.launch.py').read_text()
+    ready, failed = re.search(r"READY, FAILED = b'([^']+)', b'([^']+)'", replay).groups()
+    planner = (REPO / 'fastdrivevla_ros' / 'pipeline' / 'planner.py').read_text()
+    assert f"'{ready}: " in planner and f"'{failed}: " in planner
+    assert "'--clock'" in replay and "'bag', 'play'" in replay
+
+
+def published_topics() -> dict[str, str]:
+    """Return {topic: message class} the drive node creates publishers for."""
+    tree = parse(REPO / 'fastdrivevla_ros' / 'ros' / 'drive_node.py')
+    out = {}
+    for call in string_calls(tree, 'create_publisher'):
+        msg_type, topic = call.args[0].id, call.args[1]
+        if isinstance(topic, ast.JoinedStr):      # planner/heatmap/{cam}
+            for cam in CAMERAS:
+                out[f'/planner/heatmap/{cam}'] = msg_type
+        else:
+            out['/' + topic.value.lstrip('/')] = msg_type
+    return out
+
+
+def test_rviz_layout_shows_what_the_node_publishes_in_its_frame():
+    config = yaml.safe_load((REPO / 'rviz' / 'drive.rviz').read_text())
+    manager = config['Visualization Manager']
+    drive = load_parameter_file(REPO / 'config' / 'drive.yaml')
+    assert manager['Global Options']['Fixed Frame'] == drive['ego_frame']
+    published = published_topics()
+    wanted = {'rviz_default_plugins/Image': 'Image', 'rviz_default_plugins/Path': 'Path',
+              'rviz_default_plugins/MarkerArray': 'MarkerArray'}
+    shown = {}
+    for display in manager['Displays']:
+        if display['Class'] in wanted:
+            topic = display['Topic']
+            assert topic['Reliability Policy'] == 'Reliable'   # the node publishes reliably
+            assert published.get(topic['Value']) == wanted[display['Class']], topic['Value']
+            shown[topic['Value']] = display['Enabled']
+    heatmaps = {f'/planner/heatmap/{cam}' for cam in CAMERAS}
+    assert heatmaps | {'/planner/heatmap/mosaic', '/planner/path', '/planner/markers'} <= \
+        set(shown)
+    assert all(shown.values())
+
+
+def test_package_xml_is_format_3_ament_cmake_interface_package(package_xml):
+    assert package_xml.get('format') == '3'
+    assert package_xml.findtext('name') == 'fastdrivevla_ros'
+    assert package_xml.find('export/build_type').text == 'ament_cmake'
+    assert package_xml.findtext('member_of_group') == 'rosidl_interface_packages'
+    buildtool = {e.text for e in package_xml.findall('buildtool_depend')}
+    assert {'ament_cmake', 'ament_cmake_python', 'rosidl_default_generators'} <= buildtool
+    assert package_xml.findtext('license') == 'Apache-2.0'
+
+
+def declared(package_xml, *tags) -> set[str]:
+    return {e.text for tag in tags for e in package_xml.findall(tag)}
+
+
+def test_every_ros_package_imported_is_declared(package_xml):
+    runtime = declared(package_xml, 'depend', 'exec_depend')
+    tests = runtime | declared(package_xml, 'test_depend')
+    local = {'fastdrivevla_ros', '__future__'}
+    stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time'}
+    third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil'}
+    for path in ROS_CODE + sorted((REPO / 'test').glob('test_ros_*.py')):
+        for node in ast.walk(parse(path)):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split('.')[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                roots = [node.module.split('.')[0]]
+            else:
+                continue
+            for root in roots:
+                if root in local | stdlib | {'io', 'subprocess', 'pytest'}:
+                    continue
+                key = third_party.get(root, root)
+                pool = tests if path.parent.name == 'test' else runtime
+                assert key in pool, f'{path.name} imports {root}: add <exec_depend>{key}'
+
+
+def test_message_dependencies_are_declared_in_package_xml_and_cmake(package_xml, cmake):
+    packages = set()
+    for msg in (REPO / 'msg').glob('*.msg'):
+        for line in msg.read_text().splitlines():
+            field = line.split('#')[0].split()
+            if field and '/' in field[0]:
+                packages.add(field[0].split('/')[0])
+    assert {'std_msgs', 'geometry_msgs', 'builtin_interfaces'} <= packages
+    deps = re.search(r'DEPENDENCIES([^)]*)\)', cmake).group(1).split()
+    for package in packages:
+        assert package in declared(package_xml, 'depend'), f'<depend>{package}</depend> missing'
+        assert package in deps, f'{package} missing from rosidl DEPENDENCIES'
+        assert f'find_package({package} REQUIRED)' in cmake
+
+
+def test_cmake_follows_the_verified_single_package_layout(cmake):
+    assert 'file(GLOB _msg_files' in cmake and '"${CMAKE_CURRENT_SOURCE_DIR}/msg/*.msg"' in cmake
+    assert re.search(r'rosidl_generate_interfaces\(\$\{PROJECT_NAME\}\s+\$\{_msg_files\}',
+                     cmake)
+    code = '\n'.join(line.split('#')[0] for line in cmake.splitlines())
+    assert 'ament_python_install_package' not in code
+    assert 'DESTINATION ${PYTHON_INSTALL_DIR}/${PROJECT_NAME}' in cmake
+    assert 'install(DIRECTORY launch config rviz DESTINATION share/${PROJECT_NAME})' in cmake
+    registered = set(re.findall(r'test/(test_\w+\.py)', cmake))
+    ros_tests = {p.name for p in (REPO / 'test').glob('test_ros_*.py')}
+    assert ros_tests and ros_tests <= registered
+    assert all((REPO / 'test' / name).is_file() for name in registered)
+    assert (REPO / 'fastdrivevla_ros' / '__init__.py').read_text().strip() == '', \
+        'the generator installs an empty __init__.py at the same path'
+
+
+def test_default_topics_match_the_converted_bags():
+    values = load_parameter_file(REPO / 'config' / 'drive.yaml')
+    base = f"{values['camera_namespace']}/CAM_FRONT/{values['camera_image_name']}"
+    assert values['image_transport'] == 'compressed'
+    assert base + '/compressed' == topics.camera_image('CAM_FRONT')
+    assert values['odom_topic'] == topics.ODOMETRY
+    assert values['ego_status_topic'] == topics.EGO_STATUS
+    evaluator = (REPO / 'fastdrivevla_ros' / 'ros' / 'replay_evaluator_node.py').read_text()
+    assert f"'{topics.GROUND_TRUTH.lstrip('/')}'" in evaluator
+
+
+def test_launch_helpers_import_nothing_heavy():
+    """`ros2 launch` runs on the system Python: no torch/transformers in the launch process."""
+    import subprocess
+    import sys
+
+    code = ('import sys; from fastdrivevla_ros.pipeline.params import launch_value; '
+            "[launch_value(n, v) for n, v in (('pruner', 'recon'), ('pruning_ratio', '0.5'), "
+            "('model', '/m'), ('use_sim_time', 'true'))]; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == '[]'

@@ -1,0 +1,102 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Live-replay evaluation: plans matched to keyframes by stamp, scored like offline replay."""
+
+import json
+
+from fastdrivevla_ros.data.bag_reader import PlanningTarget
+from fastdrivevla_ros.pipeline.evaluation import (
+    Keyframe, result_from_trajectory, StreamEvaluator)
+from fastdrivevla_ros.pipeline.messages import trajectory_fields
+from fastdrivevla_ros.vla.result import PlanResult, ViewResult
+import numpy as np
+import pytest
+
+S = 1_000_000_000          # ns per second
+T0 = 1_533_151_600 * S
+FUTURE = np.array([[2.0 * (i + 1), 0.0] for i in range(6)])
+
+
+def keyframe(k: int) -> Keyframe:
+    target = PlanningTarget(token=f'kf{k}', future=FUTURE, valid=np.ones(6, bool))
+    return Keyframe(T0 + k * S // 2, target, 'scene-token', 'scene-0916', k)
+
+
+def plan_result(dx: float) -> dict:
+    """Return a published plan offset by dx metres forward from the ground truth."""
+    result = PlanResult(waypoints=FUTURE + [dx, 0.0], status='ok', text='<PLANNING>',
+                        views=[ViewResult('CAM_FRONT', (2, 3), np.arange(3))],
+                        pruner='random', pruning_ratio=0.5,
+                        timings_ms={'vision': 10.0, 'prefill': 20.0, 'decode': 30.0,
+                                    'total': 60.0}, num_generated=40)
+    return result_from_trajectory(trajectory_fields(result, T0, 'base_link', latency_ms=90.0))
+
+
+def test_trajectory_fields_become_the_offline_prediction_record_shape():
+    result = plan_result(1.0)
+    assert result['waypoints'][0] == [3.0, 0.0]
+    assert (result['status'], result['pruner'], result['pruning_ratio']) == ('ok', 'random', 0.5)
+    assert (result['tokens_kept'], result['tokens_total']) == (3, 6)
+    assert result['timings_ms'] == {'preprocess': 0.0, 'vision': 10.0, 'scoring': 0.0,
+                                    'prefill': 20.0, 'decode': 30.0, 'total': 60.0}
+    assert result['views'] == [{'camera': 'CAM_FRONT', 'tokens_kept': 3, 'tokens_total': 6}]
+
+
+def test_plans_match_nearest_keyframe_and_unplanned_keyframes_are_missing(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1, bag='/bags/scene-0916')
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0 + 12_000_000, plan_result(1.0))          # CAM_FRONT 12 ms after LiDAR
+    ev.add_keyframe(keyframe(1))                            # the node was busy: no plan
+    ev.add_keyframe(keyframe(2))
+    ev.add_plan(T0 + S + 90_000_000, plan_result(5.0))     # 90 ms off: a worse candidate
+    ev.add_plan(T0 + S + 20_000_000, plan_result(2.0))     # nearest to keyframe 2
+    metrics = ev.finish()
+    records = [json.loads(line) for line in (tmp_path / 'run' / 'predictions.jsonl')
+               .read_text().splitlines()]
+    assert [r['token'] for r in records] == ['kf0', 'kf2']
+    assert [r['metrics']['l2'][0] for r in records] == [1.0, 2.0]
+    assert metrics['samples'] == 2 and metrics['missing_predictions'] == 1
+    assert metrics['l2_cm']['3s'] == pytest.approx(150.0)
+    shard = json.loads((tmp_path / 'run' / 'shard.json').read_text())
+    assert shard['missing'] == ['kf1'] and shard['complete'] is False
+    assert (tmp_path / 'run' / 'report.md').is_file()
+    on_disk = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    assert on_disk['missing_predictions'] == 1 and on_disk['pruner'] == 'random'
+
+
+def test_a_keyframe_settles_only_when_no_closer_plan_can_come(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1)
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0 + 80_000_000, plan_result(3.0))
+    assert ev.pending and not ev.store.records            # a closer plan may still arrive
+    ev.add_plan(T0 + 150_000_000, plan_result(4.0))       # newer than stamp + tolerance
+    assert not ev.pending and ev.store.records['kf0']['waypoints'][0] == [5.0, 0.0]
+
+
+def test_plan_beyond_tolerance_is_not_used(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.05)
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0 + 70_000_000, plan_result(1.0))
+    metrics = ev.finish()
+    assert metrics['samples'] == 0 and ev.missing == ['kf0']
+
+
+def test_looping_bag_counts_each_keyframe_once(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1)
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0, plan_result(1.0))
+    ev.add_plan(T0 + S, plan_result(1.0))
+    ev.add_keyframe(keyframe(0))
+    assert ev.expected == ['kf0'] and len(ev.store.records) == 1

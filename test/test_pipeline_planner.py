@@ -1,0 +1,167 @@
+# Copyright 2026 The fastdrivevla_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""PlannerService: the drive node's planning step on the tiny model, faults included."""
+
+import io
+
+from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics, ERROR
+from fastdrivevla_ros.pipeline.params import check_update, validate_config
+from fastdrivevla_ros.pipeline.planner import PlannerService
+from fastdrivevla_ros.pipeline.worker import FrameSet
+from fastdrivevla_ros.vla.prompt import EgoHistory, EgoState
+import numpy as np
+from PIL import Image
+import pytest
+
+CAMERAS = ('CAM_FRONT', 'CAM_BACK')
+STAMP_NS = 1_700_000_000_123_456_789
+
+
+class Clock:
+
+    def __init__(self):
+        self.now = STAMP_NS / 1e9 + 0.2
+
+    def __call__(self):
+        return self.now
+
+
+def jpeg_message(ts, rgb: np.ndarray, camera: str):
+    """Build a sensor_msgs/CompressedImage (rosbags class: the ROS fields) of a JPEG frame."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format='JPEG', quality=90)
+    sec, nanosec = divmod(STAMP_NS, 10**9)
+    stamp = ts.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec)
+    header = ts.types['std_msgs/msg/Header'](stamp=stamp, frame_id=camera)
+    return ts.types['sensor_msgs/msg/CompressedImage'](
+        header=header, format='jpeg', data=np.frombuffer(buf.getvalue(), np.uint8))
+
+
+@pytest.fixture(scope='module')
+def frames():
+    """Two synchronised JPEG camera messages (960x540 structured frames)."""
+    from rosbags.typesys import get_typestore, Stores
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    yy, xx = np.mgrid[0:540, 0:960]
+    images = {}
+    for i, cam in enumerate(CAMERAS):
+        rgb = np.stack([(xx + 70 * i) % 256, yy % 256, (xx * yy) % 256], -1).astype(np.uint8)
+        images[cam] = jpeg_message(ts, rgb, cam)
+    return images
+
+
+def frame_set(images: dict) -> FrameSet:
+    return FrameSet(stamp=STAMP_NS / 1e9, images=dict(images),
+                    stamps_ns={c: STAMP_NS for c in images})
+
+
+def make_service(model, **params):
+    config = validate_config({'model': str(model), 'cameras': list(CAMERAS), 'device': 'cpu',
+                              'max_pixels': 224 * 224, 'max_new_tokens': 4,
+                              'constrained': False, 'pruner': 'random'} | params)
+    diagnostics, logs = DriveDiagnostics(CAMERAS), []
+    service = PlannerService(config, diagnostics, clock=Clock(),
+                             history=lambda stamp: EgoHistory([EgoState(-2.0, 0.0, 4.0),
+                                                               EgoState(0.0, 0.0, 4.0)]),
+                             log=lambda level, message: logs.append((level, message)))
+    return service, diagnostics, logs
+
+
+@pytest.fixture(scope='module')
+def service(tiny_model_dir):
+    service, diagnostics, logs = make_service(tiny_model_dir)
+    assert service.load(), logs
+    return service
+
+
+def test_plans_a_synced_set_with_heatmaps_and_exact_stamp(service, frames):
+    """Four unconstrained tokens of a random model never parse: the failure is a result."""
+    before = service.diagnostics.counts['parse_failed']
+    out = service.plan(frame_set(frames))
+    result = out.result
+    assert result.status == 'parse_failed' and result.waypoints.shape == (6, 2)
+    assert service.diagnostics.counts['parse_failed'] == before + 1
+    assert [v.camera for v in result.views] == list(CAMERAS)
+    assert out.stamp_ns == STAMP_NS and out.latency_ms == pytest.approx(200.0, abs=1.0)
+    for view in result.views:
+        rows, cols = view.grid
+        assert out.heatmaps[view.camera].shape == (rows * 28, cols * 28, 3)
+        assert view.num_kept == int(rows * cols * 0.5)
+    assert out.mosaic.shape == (2 * 196, 3 * 336, 3)     # 2x3 tiles, unused cameras grey
+    assert service.diagnostics.counts['plans'] >= 1
+
+
+def test_runtime_ratio_change_applies_to_the_next_frame(service, frames):
+    service.update_config(check_update(service.config, {'pruning_ratio': 0.75}))
+    result = service.plan(frame_set(frames)).result
+    assert result.pruning_ratio == 0.75
+    rows, cols = result.views[0].grid
+    assert result.views[0].num_kept == int(rows * cols * 0.25)
+    service.update_config(check_update(service.config, {'pruning_ratio': 0.5}))
+
+
+def test_per_camera_ratios_set_at_runtime_give_per_camera_budgets(service, frames):
+    service.update_config(check_update(service.config, {'view_ratios': [0.25, 0.75]}))
+    result = service.plan(frame_set(frames)).result
+    service.update_config(check_update(service.config, {'view_ratios': None}))
+    kept = [v.num_kept for v in result.views]
+    totals = [v.num_tokens for v in result.views]
+    assert kept == [int(totals[0] * 0.75), int(totals[1] * 0.25)]
+
+
+def test_heatmaps_can_be_switched_off_at_runtime(service, frames):
+    service.update_config(check_update(service.config, {'publish_heatmaps': False}))
+    out = service.plan(frame_set(frames))
+    service.update_config(check_update(service.config, {'publish_heatmaps': True}))
+    assert out.heatmaps == {} and out.mosaic is None
+
+
+def test_corrupt_jpeg_is_reported_per_camera_and_the_next_frame_plans(service, frames):
+    broken = dict(frames)
+    data = frames['CAM_BACK'].data
+    broken['CAM_BACK'] = type(frames['CAM_BACK'])(
+        header=frames['CAM_BACK'].header, format='jpeg', data=data[: len(data) // 3])
+    before = service.diagnostics.counts['input_errors']
+    assert service.plan(frame_set(broken)) is None
+    assert service.diagnostics.counts['input_errors'] == before + 1
+    assert service.diagnostics.input_errors_by_camera['CAM_BACK'] >= 1
+    assert 'CAM_BACK: corrupt' in service.diagnostics.last_fault[2]
+    assert service.plan(frame_set(frames)) is not None
+
+
+def test_cuda_out_of_memory_drops_the_frame_and_is_counted(service, frames, monkeypatch):
+    import torch
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
+
+    monkeypatch.setattr(service.engine, 'plan', out_of_memory)
+    assert service.plan(frame_set(frames)) is None
+    assert service.diagnostics.counts['cuda_oom'] == 1
+    assert service.diagnostics.last_fault[1] == 'cuda_oom'
+    monkeypatch.undo()
+    assert service.plan(frame_set(frames)) is not None
+
+
+def test_model_load_failure_is_reported_and_frames_are_refused_not_raised(tmp_path, frames):
+    service, diagnostics, logs = make_service(tmp_path / 'missing-model')
+    assert service.load() is False
+    assert service.state == 'failed'
+    model_status = diagnostics.report(0.0)[0]
+    assert model_status.level == ERROR and 'missing-model' in model_status.message
+    assert any(level == 'error' and 'model load failed' in m for level, m in logs)
+    assert service.plan(frame_set(frames)) is None
+    assert diagnostics.counts['model_unavailable'] == 1
