@@ -3,6 +3,8 @@
 In a ROS 2 workspace the package is built by colcon through CMakeLists.txt (ament_cmake +
 rosidl for msg/); this file serves pip users and CI.
 """
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -13,7 +15,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fastdrivevla_ros", "fastdrivevla_ros.*"]),
-    package_data={"fastdrivevla_ros": ["../config/*.yaml"]},
+    package_data={"fastdrivevla_ros": ["demo_data/*"]},
+    # message definitions, found by the rosbags typestore in non-editable installs too
+    data_files=[("share/fastdrivevla_ros/msg", glob("msg/*.msg")),
+                ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
     install_requires=[
         "torch>=2.4",
         "transformers>=5.0,<6",

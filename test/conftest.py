@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Tests check behaviour, not speed: one thread avoids oversubscribing small CI machines.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE_DIR = Path(os.environ.get("FASTDRIVEVLA_SCENE", REPO.parent / "shared" / "data" /

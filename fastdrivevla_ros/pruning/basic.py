@@ -24,7 +24,12 @@ class RandomPruner(Pruner):
     name = "random"
 
     def __init__(self, seed: int = 0):
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Reseed, so sharded or resumed replays draw exactly what one straight run draws."""
+        self.generator = torch.Generator().manual_seed(self.seed)
 
     def score(self, ctx: PruneContext) -> list[torch.Tensor]:
         return [torch.rand(len(v.indices), generator=self.generator) for v in ctx.views]
