@@ -14,8 +14,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "plan on bundled real nuScenes frames with the tiny model; write plan + heatmaps"),
     "make-tiny-model": ("fastdrivevla_ros.vla.tiny",
                         "write a tiny random Qwen2.5-VL checkpoint (offline) for tests/demo"),
+    "convert": ("fastdrivevla_ros.data.nuscenes_bag", "convert nuScenes scenes into a ROS 2 bag"),
+    "replay": ("fastdrivevla_ros.eval.replay", "evaluate a model + pruner by replaying a bag"),
+    "merge": ("fastdrivevla_ros.eval.merge", "merge the shard runs of one replay evaluation"),
+    "report": ("fastdrivevla_ros.eval.report", "compare replay runs: Table 1 + plots"),
     "plan": ("fastdrivevla_ros.vla.plan_cli",
              "plan one frame from image files with any model, pruner and ratio"),
+    "foreground-masks": ("fastdrivevla_ros.data.foreground",
+                         "nuScenes-FG-style foreground masks (a PNG per camera image)"),
+    "train-pruner": ("fastdrivevla_ros.training.cli",
+                     "train ReconPruner (adversarial fg/bg reconstruction, accelerate)"),
+    "bench": ("fastdrivevla_ros.bench.cli", "FLOPs, ms per stage, memory: pruners x ratios (Table 4)"),
+    "search-budgets": ("fastdrivevla_ros.pruning.budget_search",
+                       "per-view token budgets by TPE on a validation bag (Prune2Drive)"),
 }
 
 

@@ -11,6 +11,13 @@ PRUNERS: dict[str, str] = {
     "none": "fastdrivevla_ros.pruning.basic:NoPruner",
     "random": "fastdrivevla_ros.pruning.basic:RandomPruner",
     "mask_oracle": "fastdrivevla_ros.pruning.basic:MaskOraclePruner",
+    "recon": "fastdrivevla_ros.pruning.recon:ReconPrunerScorer",
+    "fastv": "fastdrivevla_ros.pruning.fastv:FastVPruner",
+    "sparsevlm": "fastdrivevla_ros.pruning.sparsevlm:SparseVLMPruner",
+    "vispruner": "fastdrivevla_ros.pruning.vispruner:VisPrunerPruner",
+    "divprune": "fastdrivevla_ros.pruning.divprune:DivPrunePruner",
+    "tfps": "fastdrivevla_ros.pruning.tfps:TFPSPruner",
+    "vla_pruner": "fastdrivevla_ros.pruning.vla_pruner:VLAPruner",
 }
 
 

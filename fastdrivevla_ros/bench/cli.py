@@ -1,0 +1,100 @@
+"""`fastdrivevla bench`: FLOPs, ms per stage and memory for pruners x ratios (paper Table 4),
+or, with --scaling, unpruned prefill time/FLOPs vs number of visual tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fastdrivevla_ros.errors import ConfigError
+
+
+def parse_float_list(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from e
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'1596x1596' -> (1596, 1596)."""
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as e:
+        raise ConfigError(f"--image-size must be WxH (e.g. 1596x1596), got {text!r}") from e
+    return w, h
+
+
+def parse_pruner_options(text: str | None) -> dict:
+    """'{"recon": {"weights": "DIR"}}' -> {name: kwargs}."""
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--pruner-options is not valid JSON: {e}") from e
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ConfigError('--pruner-options must map pruner names to option objects, e.g. '
+                          '{"recon": {"weights": "runs/recon"}}')
+    return options
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint directory or hub id")
+    p.add_argument("--out", required=True, help="output directory (bench.json, bench.md, plot)")
+    p.add_argument("--pruners", help="comma-separated pruner names (default: all registered)")
+    p.add_argument("--ratios", default="0,0.25,0.5,0.75",
+                   help="pruning ratios; 0 (the unpruned baseline) is always measured")
+    p.add_argument("--views", type=int, choices=[1, 6], default=1,
+                   help="1 = CAM_FRONT (Impromptu-VLA), 6 = all nuScenes cameras")
+    p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
+    p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every config)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up plans per config")
+    p.add_argument("--decode-tokens", type=int, default=16,
+                   help="fixed number of decode steps (stop tokens disabled)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--attn-implementation", default="sdpa",
+                   choices=["sdpa", "eager", "flash_attention_2"],
+                   help="sdpa counts attention FLOPs separately; flash_attention_2's kernels "
+                        "are not seen by FlopCounterMode")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--pruner-options", help='JSON {pruner: {option: value}}, e.g. '
+                                           '\'{"recon": {"weights": "runs/recon"}}\'')
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: unpruned prefill ms/FLOPs vs visual tokens (scaling curve)")
+    p.add_argument("--scaling-points", default="1:672x392,1:1008x1008,6:672x392,1:1596x1596",
+                   help="with --scaling: VIEWS:WxH points (336, 1296, 6x336, 3249 tokens)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastdrivevla_ros.bench.report import (bench_markdown, scaling_markdown, write_bench,
+                                               write_scaling)
+
+    common = dict(repeats=args.repeats, warmup=args.warmup, device=args.device,
+                  dtype=args.dtype, attn_implementation=args.attn_implementation,
+                  threads=args.threads)
+    if args.scaling:
+        from fastdrivevla_ros.bench.scaling import run_scaling
+
+        doc = run_scaling(args.model, [p for p in args.scaling_points.split(",") if p],
+                          **common)
+        paths = write_scaling(doc, args.out)
+        print(scaling_markdown(doc))
+    else:
+        from fastdrivevla_ros.bench.runner import run_bench
+
+        pruners = [p.strip() for p in args.pruners.split(",") if p.strip()] if args.pruners \
+            else None
+        doc = run_bench(args.model, pruners=pruners,
+                        ratios=parse_float_list(args.ratios, "--ratios"), views=args.views,
+                        max_pixels=args.max_pixels, image_size=parse_size(args.image_size),
+                        decode_tokens=args.decode_tokens,
+                        pruner_options=parse_pruner_options(args.pruner_options), **common)
+        paths = write_bench(doc, args.out)
+        print(bench_markdown(doc))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0

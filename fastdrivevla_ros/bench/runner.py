@@ -1,0 +1,432 @@
+"""Efficiency benchmark: every pruner x pruning ratio, side by side in one run (paper Table 4).
+
+Method (written into every bench.json header as `notes`):
+  * one model, one engine, one fixed input; ratio 0 is measured ONCE as the unpruned baseline
+    (at ratio 0 the engine never calls a pruner, so every pruner's ratio 0 is that same run);
+  * decode runs exactly `decode_tokens` greedy steps with stop tokens disabled, so every
+    configuration decodes the same length (ms/token is comparable; the text is not a plan);
+  * FLOPs: one extra, untimed plan per configuration under torch's FlopCounterMode, attributed
+    to stages by wrapping the engine's `encode_images` / `prefill` / `decode` and the pruner's
+    `select` on the instances (no engine changes);
+  * wall clock: the engine's own per-stage stopwatch (synchronised on CUDA) plus the whole
+    `plan` call (CUDA events on GPU); warm-up runs first, then `repeats` rounds that visit
+    every configuration in turn (interleaved, so drift and background load hit all alike);
+  * memory: peak CUDA allocation, or sampled process RSS on CPU, per timed plan.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from fastdrivevla_ros.bench.measure import (MemoryProbe, Spread, StageFlops, WallTimer,
+                                            synthetic_frames, wrapped_methods)
+from fastdrivevla_ros.errors import CheckpointError, ConfigError, InputError
+from fastdrivevla_ros.pruning.base import Pruner
+from fastdrivevla_ros.vla.prompt import CAMERAS
+
+SCHEMA_VERSION = 1
+DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.75)
+#: engine method -> stage name (FLOPs); the pruner's `select` is the "pruner" stage
+ENGINE_STAGES = {"encode_images": "vision", "prefill": "prefill", "decode": "decode"}
+#: stages whose wall clock is reported (engine stopwatch names + "plan" + per-token decode)
+TIMED_STAGES = ("preprocess", "vision", "scoring", "prefill", "decode", "decode_per_token",
+                "plan")
+NOTES = [
+    "ratio 0 is measured once as the unpruned baseline; at ratio 0 the engine calls no pruner",
+    "decode runs exactly decode_tokens greedy steps with stop tokens disabled (fixed length)",
+    "FLOPs from torch.utils.flop_counter.FlopCounterMode in a separate untimed plan; attention "
+    "FLOPs count the full L x L score matrix (causal masking is not discounted)",
+    "flops.total and flops.total_without_vision include the pruner and all decode steps; the "
+    "paper leaves the vision encoder out; flops.pruner_in_vision is what a pruner's vision hooks "
+    "add to the vision stage (kept in total_without_vision)",
+    "ms.prefill is the LLM layers + head only; ms.scoring is the pruner (FastV-style pruners "
+    "score between layers, so prefill also holds their full-length early layers)",
+    "timed rounds visit every configuration in turn (interleaved); spread over rounds",
+    "CPU memory is sampled process RSS (model included, allocator caching included)",
+]
+
+
+@dataclass
+class _Config:
+    """One measured configuration."""
+
+    pruner_name: str
+    ratio: float
+    pruner: Pruner
+    options: dict
+
+
+# ---------------------------------------------------------------------------------- helpers
+def parse_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda[:N], got {device!r}")
+    return dev
+
+
+def cameras_for(views: int) -> tuple[str, ...]:
+    if views == 1:
+        return ("CAM_FRONT",)
+    if views == 6:
+        return tuple(CAMERAS)
+    raise ConfigError(f"views must be 1 (CAM_FRONT, Impromptu-VLA) or 6 (all cameras), got {views}")
+
+
+def _check_counts(repeats: int, warmup: int, decode_tokens: int) -> None:
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0, got {warmup}")
+    if not 1 <= decode_tokens <= 4096:
+        raise ConfigError(f"decode_tokens must be in [1, 4096], got {decode_tokens}")
+
+
+@contextmanager
+def fixed_decode_length(engine):
+    """Disable stop tokens (and constraints) so decode always runs max_new_tokens steps."""
+    saved = engine.stop_ids, engine.settings.constrained
+    engine.stop_ids = []
+    engine.configure(constrained=False)
+    try:
+        yield engine
+    finally:
+        engine.stop_ids = saved[0]
+        engine.configure(constrained=saved[1])
+
+
+@contextmanager
+def _use(engine, cfg: _Config):
+    """Switch the engine to one configuration (pruner instance + ratio) for a block."""
+    engine.pruner = cfg.pruner
+    engine.configure(pruning_ratio=cfg.ratio)
+    yield engine
+
+
+def count_stage_flops(engine, frames: dict) -> tuple[dict, object]:
+    """FLOPs of one plan split by stage. Returns (flops dict, PlanResult).
+
+    flops keys: vision, pruner, prefill, prefill_attention, decode, decode_per_token, other
+    (everything outside the wrapped stages), total, total_without_vision.
+    """
+    counter = StageFlops()
+
+    def around(stage):
+        def wrap(_name, fn):
+            def inner(*args, **kwargs):
+                with counter.stage(stage):
+                    return fn(*args, **kwargs)
+            return inner
+        return wrap
+
+    with wrapped_methods(engine, tuple(ENGINE_STAGES), lambda n, fn: around(ENGINE_STAGES[n])(
+            n, fn)), wrapped_methods(engine.pruner, ("select",), around("pruner")), counter:
+        result = engine.plan(frames)
+    staged = {s: counter.total(s) for s in ("vision", "pruner", "prefill", "decode")}
+    total = counter.total()
+    steps = max(1, result.num_generated)
+    return {**staged, "prefill_attention": counter.attention("prefill"),
+            "decode_per_token": staged["decode"] / steps,
+            "other": total - sum(staged.values()), "total": total,
+            "total_without_vision": total - staged["vision"]}, result
+
+
+def timed_plan(engine, frames: dict, probe: MemoryProbe) -> tuple[dict, float, object]:
+    """One timed plan: (stage ms incl. 'plan' and 'decode_per_token', peak MiB, PlanResult)."""
+    timer = WallTimer(engine.device)
+    with probe.window() as peak, timer():
+        result = engine.plan(frames)
+    # the engine's stopwatch has no "scoring" entry when nothing was pruned
+    ms = {s: float(result.timings_ms.get(s, 0.0))
+          for s in ("preprocess", "vision", "scoring", "prefill", "decode")}
+    ms["decode_per_token"] = ms["decode"] / max(1, result.num_generated)
+    ms["plan"] = timer.ms
+    return ms, peak[0], result
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a) / float(b) if b and b > 0 else None
+
+
+# ---------------------------------------------------------------------------------- environment
+def environment(engine, device: torch.device, dtype: str, attn: str) -> dict:
+    import numpy
+    import transformers
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {
+        "device": {"type": device.type, "name": name, "torch_threads": torch.get_num_threads(),
+                   "interop_threads": torch.get_num_interop_threads(),
+                   "cpu_count": os.cpu_count()},
+        "dtype": dtype, "attn_implementation": attn,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": numpy.__version__,
+                     "fastdrivevla_ros": _package_version(),
+                     "cuda": torch.version.cuda if device.type == "cuda" else None},
+        "platform": platform.platform(),
+        "model": model_summary(engine.model),
+    }
+
+
+def _package_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastdrivevla_ros")
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def model_summary(model) -> dict:
+    """Architecture numbers a reader needs to check the FLOPs by hand."""
+    tc, vc = model.config.text_config, model.config.vision_config
+    lm = model.model.language_model
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    return {
+        "text": {"hidden_size": tc.hidden_size, "num_hidden_layers": tc.num_hidden_layers,
+                 "num_attention_heads": tc.num_attention_heads,
+                 "num_key_value_heads": tc.num_key_value_heads,
+                 "intermediate_size": tc.intermediate_size, "vocab_size": tc.vocab_size},
+        "vision": {"depth": vc.depth, "hidden_size": vc.hidden_size, "num_heads": vc.num_heads,
+                   "out_hidden_size": vc.out_hidden_size},
+        "params": {"llm_layers": count(lm.layers), "embed_tokens": count(lm.embed_tokens),
+                   "lm_head": count(model.lm_head), "vision": count(model.model.visual),
+                   "total": count(model)},
+    }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------- configs
+def _build_configs(pruners: list[str], ratios: list[float], options: dict,
+                   skipped: list[dict]) -> list[_Config]:
+    """Baseline first, then each pruner that builds at each nonzero ratio; the rest skipped."""
+    from fastdrivevla_ros.pruning.registry import available_pruners, build_pruner
+
+    configs = [_Config("none", 0.0, build_pruner("none"), {})]
+    known = available_pruners()
+    for name in pruners:
+        if name == "none":
+            continue
+        if name not in known:
+            raise ConfigError(f"unknown pruner {name!r}; available: {', '.join(known)}")
+        try:
+            pruner, used = _build_for_timing(name, options.get(name))
+        except (ConfigError, CheckpointError, InputError, TypeError, OSError,
+                NotImplementedError) as e:
+            skipped.append({"pruner": name, "reason": f"cannot build: {e}"})
+            continue
+        if pruner.keeps_all:
+            continue   # keeps everything: the baseline already measures it
+        configs += [_Config(name, r, pruner, used) for r in ratios if r > 0]
+    return configs
+
+
+def _build_for_timing(name: str, options: dict | None) -> tuple[Pruner, dict]:
+    """Build with the user's options; without any, a pruner that needs trained weights but
+    offers `untrained=True` (recon) is built untrained: same architecture, so the same FLOPs
+    and time as trained weights (its selections are meaningless, which timing ignores)."""
+    import inspect
+
+    from fastdrivevla_ros.pruning.registry import build_pruner, pruner_class
+
+    try:
+        return build_pruner(name, **(options or {})), dict(options or {})
+    except ConfigError:
+        params = inspect.signature(pruner_class(name).__init__).parameters
+        if options or "untrained" not in params:
+            raise
+        return build_pruner(name, untrained=True), {"untrained": True}
+
+
+def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[dict, object]]:
+    """FLOP run per configuration; a pruner that cannot run on this input is skipped with why."""
+    out, dead = {}, set()
+    for i, cfg in enumerate(tqdm(configs, desc="FLOPs", disable=not progress)):
+        if cfg.pruner_name in dead:
+            continue
+        cfg.pruner.reset()
+        try:
+            with _use(engine, cfg):
+                out[i] = count_stage_flops(engine, frames)
+        except (InputError, ConfigError, CheckpointError, NotImplementedError) as e:
+            if cfg.pruner_name == "none":
+                raise
+            dead.add(cfg.pruner_name)
+            skipped.append({"pruner": cfg.pruner_name,
+                            "reason": f"cannot run on this input: {type(e).__name__}: {e}"})
+    return {i: v for i, v in out.items() if configs[i].pruner_name not in dead}
+
+
+# ---------------------------------------------------------------------------------- run_bench
+def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS,
+              views: int = 1, max_pixels: int = 512 * 512,
+              image_size: tuple[int, int] | None = None, repeats: int = 5, warmup: int = 1,
+              decode_tokens: int = 16, device: str = "cpu", dtype: str = "float32",
+              attn_implementation: str = "sdpa", pruner_options: dict | None = None,
+              threads: int | None = None, frames: dict | None = None,
+              progress: bool = True) -> dict:
+    """Benchmark `pruners` x `ratios` on one model; returns the bench.json document.
+
+    pruners: names from the registry (None = all available); ratio 0 is the shared baseline.
+    views: 1 (CAM_FRONT) or 6; max_pixels / image_size (w, h) as in PlannerSettings.
+    frames: {camera: HxWx3 uint8} to use instead of synthetic 1600x900 frames.
+    pruner_options: {pruner name: constructor kwargs} (e.g. {'recon': {'weights': DIR}}).
+    """
+    from fastdrivevla_ros.pruning.registry import available_pruners
+    from fastdrivevla_ros.vla.engine import DrivingVLA
+
+    _check_counts(repeats, warmup, decode_tokens)
+    ratios = sorted({float(r) for r in ratios} | {0.0})
+    if any(not 0.0 <= r < 1.0 for r in ratios):
+        raise ConfigError(f"ratios must be in [0, 1), got {ratios}")
+    dev = parse_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    cameras = cameras_for(views)
+    pruners = list(available_pruners() if pruners is None else pruners)
+    load_start = _load_average()
+    engine = DrivingVLA.from_pretrained(
+        model_dir, dtype=dtype, device=str(dev), attn_implementation=attn_implementation,
+        cameras=cameras, max_pixels=max_pixels, image_size=image_size,
+        max_new_tokens=decode_tokens, constrained=False)
+    source = "synthetic 1600x900" if frames is None else "given"
+    frames = frames if frames is not None else synthetic_frames(cameras)
+    skipped: list[dict] = []
+    configs = _build_configs(pruners, ratios, pruner_options or {}, skipped)
+
+    with fixed_decode_length(engine), MemoryProbe(dev) as probe:
+        baseline_mib = probe.rss_mib() if dev.type == "cpu" else (
+            torch.cuda.memory_allocated(dev) / 2**20)
+        flops = _probe_flops(engine, frames, configs, skipped, progress)
+        live = sorted(flops)
+        for i in tqdm(live, desc="warm-up", disable=not progress or warmup == 0):
+            with _use(engine, configs[i]):
+                for _ in range(warmup):
+                    engine.plan(frames)
+        samples = {i: [] for i in live}
+        for _ in tqdm(range(repeats), desc="timed rounds", disable=not progress):
+            for i in live:
+                with _use(engine, configs[i]):
+                    samples[i].append(timed_plan(engine, frames, probe))
+
+    inputs = engine.prepare(frames)
+    records = [_record(configs[i], flops[i], samples[i], inputs) for i in live]
+    _add_speedups(records)
+    header = environment(engine, dev, dtype, attn_implementation)
+    header.update(
+        schema_version=SCHEMA_VERSION, kind="bench", created=_now(),
+        settings={"model_dir": str(model_dir), "views": views, "cameras": list(cameras),
+                  "max_pixels": max_pixels, "image_size": list(image_size) if image_size else None,
+                  "grids": [list(g) for g in inputs.grids], "decode_tokens": decode_tokens,
+                  "repeats": repeats, "warmup": warmup, "ratios": ratios,
+                  "pruners": pruners, "input": source},
+        load_average={"start": load_start, "end": _load_average()},
+        memory={"baseline_mib": baseline_mib, "process_max_rss_mib": _max_rss_mib()},
+        skipped=skipped, notes=NOTES)
+    return {"header": header, "records": records}
+
+
+def _max_rss_mib() -> float | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
+def _record(cfg: _Config, flops_and_result, samples, inputs) -> dict:
+    flops, result = flops_and_result
+    text_tokens = int(inputs.input_ids.shape[1]) - result.tokens_total
+    ms = {s: Spread.of([m[s] for m, _, _ in samples]).as_dict() for s in TIMED_STAGES}
+    last = samples[-1][2]
+    return {
+        "pruner": cfg.pruner_name, "ratio": cfg.ratio, "layers": list(cfg.pruner.layers),
+        "options": {k: v if isinstance(v, (bool, int, float)) or v is None else str(v)
+                    for k, v in cfg.options.items()},
+        "tokens": {"visual_total": last.tokens_total, "visual_kept": last.tokens_kept,
+                   "text": text_tokens, "prefill_input": text_tokens + last.tokens_total,
+                   "prefill_final": text_tokens + last.tokens_kept},
+        "num_generated": last.num_generated,
+        "flops": {k: float(v) for k, v in flops.items()},
+        "ms": ms,
+        "peak_memory_mib": Spread.of([p for _, p, _ in samples]).as_dict(),
+    }
+
+
+def _add_speedups(records: list[dict]) -> None:
+    """speedup (measured medians), speedup_min (best of rounds) and flop_bound_speedup, each
+    versus the ratio-0 baseline.
+
+    Pruners that hook the vision encoder (VisPruner reads its attention) add FLOPs inside the
+    vision stage; the input is identical for all records, so the excess over the baseline's
+    vision FLOPs is theirs: flops.pruner_in_vision, kept in total_without_vision.
+    """
+    base = records[0]
+    bms, bfl = base["ms"], base["flops"]
+    for r in records:
+        fl = r["flops"]
+        fl["pruner_in_vision"] = max(0.0, fl["vision"] - bfl["vision"])
+        fl["total_without_vision"] = fl["total"] - fl["vision"] + fl["pruner_in_vision"]
+    for r in records:
+        ms, fl = r["ms"], r["flops"]
+        # medians are the headline; minima (best of rounds) resist background load
+        for key, stat in (("speedup", "median"), ("speedup_min", "min")):
+            cur = {k: v[stat] for k, v in ms.items()}
+            ref = {k: v[stat] for k, v in bms.items()}
+            r[key] = {
+                "prefill": _ratio(ref["prefill"], cur["prefill"]),
+                "prefill_with_scoring": _ratio(ref["prefill"] + ref["scoring"],
+                                               cur["prefill"] + cur["scoring"]),
+                "decode_per_token": _ratio(ref["decode_per_token"], cur["decode_per_token"]),
+                "plan": _ratio(ref["plan"], cur["plan"]),
+            }
+        r["flop_bound_speedup"] = {
+            "prefill": _ratio(bfl["prefill"], fl["prefill"]),
+            "prefill_with_pruner": _ratio(bfl["prefill"],
+                                          fl["prefill"] + fl["pruner"] + fl["pruner_in_vision"]),
+            "decode_per_token": _ratio(bfl["decode_per_token"], fl["decode_per_token"]),
+            "total": _ratio(bfl["total"], fl["total"]),
+            "total_without_vision": _ratio(bfl["total_without_vision"],
+                                           fl["total_without_vision"]),
+        }

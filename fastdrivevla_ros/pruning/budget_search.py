@@ -1,0 +1,207 @@
+"""`fastdrivevla search-budgets`: per-view token budgets by TPE (Prune2Drive's view-adaptive rates).
+
+Prune2Drive (`scripts/run_drive_nni.py`, `drive_nni.py`) searches one retention rate
+r_i ~ U[0.1, 1.0] per camera view with a TPE tuner, maximising task quality minus a token
+penalty (0.5 lang + 0.5 acc - 0.03 * sum_i r_i on DriveLM). Here the task is open-loop
+planning, measured by replaying a validation bag (eval/replay.py):
+
+    objective(r) = -L2_avg(r) [m] - lambda * sum_i r_i
+
+with optuna's seeded TPESampler. View i keeps floor(N_i * r_i) tokens, i.e. the engine's
+per-view pruning ratio is p_i = 1 - r_i (`view_ratios`). The best rates are written into a
+ROS 2 parameter YAML (`/**: ros__parameters:` with `pruner`, `cameras`, `view_ratios`), the
+layout of config/drive.yaml, plus `search.json` with every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fastdrivevla_ros.errors import ConfigError, DataError
+
+DEFAULT_LAMBDA = 0.03        # Prune2Drive's token penalty per unit of summed retention rate
+RATE_RANGE = (0.1, 1.0)      # Prune2Drive's search space per view
+
+
+@dataclass
+class Trial:
+    """One evaluated set of per-view retention rates."""
+
+    number: int
+    rates: list[float]
+    l2_avg_m: float
+    penalty: float
+    objective: float
+    tokens_kept_mean: float | None = None
+    run_dir: str = ""
+
+
+@dataclass
+class SearchResult:
+    """The best per-view retention rates and every trial, in the cameras' order."""
+
+    cameras: list[str]
+    best: Trial
+    trials: list[Trial] = field(default_factory=list)
+    lam: float = DEFAULT_LAMBDA
+    seed: int = 0
+
+    @property
+    def view_ratios(self) -> list[float]:
+        """Per-view PRUNING ratios for the engine / node (1 - retention rate)."""
+        return [round(1.0 - r, 4) for r in self.best.rates]
+
+
+def planning_quality(metrics: dict) -> float:
+    """-L2 (avg over 1/2/3 s, metres) of a replay's metrics.json; needs scored samples."""
+    l2 = (metrics.get("l2_cm") or {}).get("avg")
+    if l2 is None or not metrics.get("samples"):
+        raise DataError("the validation run scored no sample (none has a full 3 s future); "
+                        "use more keyframes (--limit) or a longer bag")
+    return -float(l2) / 100.0
+
+
+def search_budgets(bag, engine, out_dir, trials: int = 20, lam: float = DEFAULT_LAMBDA,
+                   seed: int = 0, limit: int | None = None, rate_range=RATE_RANGE,
+                   progress: bool = True) -> SearchResult:
+    """TPE over per-view retention rates of `engine.settings.cameras`, each trial a replay of
+    `bag` (first `limit` keyframes) into out_dir/trial_NNNN. Returns the best trial."""
+    import optuna
+
+    from fastdrivevla_ros.eval.replay import replay_bag
+
+    _check_search(trials, lam, rate_range)
+    cameras = list(engine.settings.cameras)
+    out_dir = Path(out_dir)
+    done: list[Trial] = []
+
+    def objective(trial: "optuna.Trial") -> float:
+        rates = [trial.suggest_float(f"rate_{cam}", *rate_range) for cam in cameras]
+        engine.configure(view_ratios=tuple(1.0 - r for r in rates))
+        run_dir = out_dir / f"trial_{trial.number:04d}"
+        metrics = replay_bag(bag, engine, run_dir, limit=limit, progress=False)
+        quality, penalty = planning_quality(metrics), lam * sum(rates)
+        done.append(Trial(trial.number, [round(r, 6) for r in rates], -quality, penalty,
+                          quality - penalty, metrics.get("tokens_kept_mean"), str(run_dir)))
+        return quality - penalty
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+    best = next(t for t in done if t.number == study.best_trial.number)
+    return SearchResult(cameras, best, done, lam, seed)
+
+
+def _check_search(trials: int, lam: float, rate_range) -> None:
+    low, high = rate_range
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    if not math.isfinite(lam) or lam < 0:
+        raise ConfigError(f"--lambda must be a finite number >= 0, got {lam}")
+    if not 0.0 < low < high <= 1.0:
+        raise ConfigError("retention rate range must satisfy 0 < low < high <= 1, "
+                          f"got {rate_range}")
+
+
+def write_config(result: SearchResult, path, pruner: str, base: dict | None = None,
+                 settings: dict | None = None) -> Path:
+    """ROS 2 parameter YAML with the searched `view_ratios` (per-view pruning ratios, in the
+    order of `cameras`) on top of `base` parameters (e.g. config/drive.yaml's) and the
+    `settings` the budgets were searched with (model, resolution: token counts depend on it)."""
+    params = dict(base or {})
+    params.update(settings or {})
+    params.update(pruner=pruner, cameras=list(result.cameras), view_ratios=result.view_ratios)
+    rates = ", ".join(f"{c}={r:.3f}" for c, r in zip(result.cameras, result.best.rates))
+    header = (f"# Per-view token budgets found by `fastdrivevla search-budgets` (TPE, "
+              f"{len(result.trials)} trials, seed {result.seed}, lambda {result.lam}).\n"
+              f"# retention rates: {rates}\n"
+              f"# objective {result.best.objective:.4f} = -L2 {result.best.l2_avg_m:.4f} m "
+              f"- {result.best.penalty:.4f}; view_ratios = 1 - rate (pruning ratio per view)\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False,
+                          default_flow_style=None)
+    path.write_text(header + body)
+    return path
+
+
+def read_base_config(path) -> dict:
+    """ros__parameters of an existing node YAML (config/drive.yaml layout)."""
+    from fastdrivevla_ros.pipeline.params import load_parameter_file
+
+    return load_parameter_file(path)
+
+
+# ------------------------------------------------------------------------------ CLI
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from fastdrivevla_ros.vla.prompt import CAMERAS
+
+    p.add_argument("bag", help="validation bag written by `fastdrivevla convert`")
+    p.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint directory or hub id")
+    p.add_argument("--pruner", default="tfps", help="pruner whose per-view budgets are searched")
+    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), help="views (one rate each)")
+    p.add_argument("--trials", type=int, default=20, help="TPE trials (Prune2Drive: 1000)")
+    p.add_argument("--lambda", dest="lam", type=float, default=DEFAULT_LAMBDA,
+                   help="token penalty per unit of summed retention rate")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    p.add_argument("--limit", type=int, help="only the first N keyframes of the bag per trial")
+    p.add_argument("--min-rate", type=float, default=RATE_RANGE[0])
+    p.add_argument("--max-rate", type=float, default=RATE_RANGE[1])
+    p.add_argument("--out", required=True, help="directory for trial runs and search.json")
+    p.add_argument("--config-out", help="YAML to write (default OUT/view_budgets.yaml)")
+    p.add_argument("--base-config", help="node YAML whose parameters the output starts from")
+    p.add_argument("--max-pixels", type=int, default=512 * 512)
+    p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
+    p.add_argument("--max-new-tokens", type=int, default=320)
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--attn-implementation", default="sdpa")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--image-size must be WxH, got {text!r}") from None
+    return w, h
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastdrivevla_ros.vla.engine import DrivingVLA
+
+    base = read_base_config(args.base_config) if args.base_config else None
+    _check_search(args.trials, args.lam, (args.min_rate, args.max_rate))
+    engine = DrivingVLA.from_pretrained(
+        args.model, dtype=args.dtype, device=args.device,
+        attn_implementation=args.attn_implementation, pruner=args.pruner,
+        cameras=tuple(args.cameras), max_pixels=args.max_pixels,
+        image_size=_parse_size(args.image_size), max_new_tokens=args.max_new_tokens,
+        constrained=args.constrained)
+    result = search_budgets(args.bag, engine, args.out, args.trials, args.lam, args.seed,
+                            args.limit, (args.min_rate, args.max_rate),
+                            progress=not args.no_progress)
+    out = Path(args.out)
+    (out / "search.json").write_text(json.dumps(
+        {"cameras": result.cameras, "lambda": result.lam, "seed": result.seed,
+         "best": asdict(result.best), "view_ratios": result.view_ratios,
+         "trials": [asdict(t) for t in result.trials]}, indent=1))
+    w, h = engine.settings.image_size or (0, 0)
+    settings = {"model": str(args.model), "max_pixels": args.max_pixels, "image_width": w,
+                "image_height": h}
+    path = write_config(result, args.config_out or out / "view_budgets.yaml", args.pruner, base,
+                        settings)
+    rates = ", ".join(f"{c} {r:.2f}" for c, r in zip(result.cameras, result.best.rates))
+    print(f"best of {len(result.trials)} trials: retention {rates}; objective "
+          f"{result.best.objective:.4f} (L2 {result.best.l2_avg_m:.3f} m); wrote {path}")
+    return 0
