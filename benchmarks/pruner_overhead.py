@@ -7,7 +7,7 @@ tokens [N, 2048], a prompt of ~180 text tokens, ONE randomly initialised 3B deco
 (hidden 2048, 16 heads / 2 KV heads, MLP 11008; the attention rows come from the engine's own
 `_AttentionRows`), and for VisPruner one 1280-wide ViT block (16 heads) over the 4 patches of
 every token. The numbers are the pruner's own work (`select` / vision hook / `observe`), not
-the engine's bookkeeping, at pruning ratio 0.5 by default; median of --repeats runs.
+the engine's bookkeeping, at pruning ratio 0.5 by default; min and median of --repeats runs.
 
     python benchmarks/pruner_overhead.py                    # prints a markdown table
     python benchmarks/pruner_overhead.py --ratio 0.75 --repeats 5 --device cuda
@@ -122,8 +122,9 @@ class Frame:
                             attention, {})
 
 
-def timed(fn, repeats: int, device) -> float:
-    """Median wall-clock ms of fn() after one warm-up call."""
+def timed(fn, repeats: int, device) -> tuple[float, float]:
+    """(min, median) wall-clock ms of fn() over `repeats` runs after one warm-up call. On a
+    shared CPU the minimum is the least disturbed estimate; the median shows the spread."""
     fn()
     out = []
     for _ in range(repeats):
@@ -134,18 +135,18 @@ def timed(fn, repeats: int, device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         out.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(out)
+    return min(out), statistics.median(out)
 
 
 # ------------------------------------------------------------------------------ methods
-def bench_layout(grids, ratio, repeats, device, model, vit) -> dict[str, float]:
+def bench_layout(grids, ratio, repeats, device, model, vit) -> dict[str, tuple[float, float]]:
     from fastdrivevla_ros.pruning.base import view_budgets
     from fastdrivevla_ros.pruning.registry import build_pruner
 
     frame = Frame(grids, model, device)
     totals = [r * c for r, c in grids]
     budgets = view_budgets(totals, ratio)
-    ms: dict[str, float] = {}
+    ms: dict[str, tuple[float, float]] = {}
     ctx0, ctx1 = frame.context(0), frame.context(1)
     ms["random (top-k only)"] = timed(lambda: build_pruner("random").select(ctx0, budgets),
                                       repeats, device)
@@ -240,18 +241,18 @@ def vla_state(frame: Frame, ctx, budgets, device):
 def matmul_gflops(device) -> float:
     """Throughput of a 2048^3 float32 matmul now: puts the ms in context on a shared CPU."""
     a = torch.randn(2048, 2048, device=device)
-    ms = timed(lambda: a @ a, 3, device)
+    ms = timed(lambda: a @ a, 3, device)[0]
     return 2 * 2048 ** 3 / ms / 1e6
 
 
-def table(results: dict[str, dict[str, float]]) -> str:
+def table(results: dict[str, dict[str, tuple[float, float]]]) -> str:
     names = list(next(iter(results.values())))
     layouts = list(results)
-    lines = ["| Method | " + " | ".join(f"{k} tokens (ms)" for k in layouts) + " |",
+    lines = ["| Method | " + " | ".join(f"{k} tokens: min (median) ms" for k in layouts) + " |",
              "|---|" + "---:|" * len(layouts)]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{results[k][name]:.1f}" for k in layouts)
-                     + " |")
+        cells = [f"{results[k][name][0]:.1f} ({results[k][name][1]:.1f})" for k in layouts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
         gflops = matmul_gflops(device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"pruning ratio {args.ratio}, device {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, median of {args.repeats}; float32 matmul "
+          f"{torch.get_num_threads()} CPU threads, {args.repeats} runs; float32 matmul "
           f"{gflops:.0f} GFLOP/s, load average {load:.1f}\n")
     print(table(results))
     return 0

@@ -89,13 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if pruner is None:
         raise ConfigError(f"unknown pruner {args.pruner!r}; available: {available_pruners()}")
     options = {"weights": args.pruner_weights} if args.pruner_weights else {}
+    if pruner == "recon" and not args.pruner_weights:
+        options = {"untrained": True}   # random ReconPruner sized for this model
+        print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
     cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     engine = DrivingVLA.from_pretrained(
         model, dtype=args.dtype, device=args.device, pruner=pruner, pruner_options=options,
         cameras=cameras, max_pixels=args.max_pixels, pruning_ratio=args.pruning_ratio,
         constrained=True)
-    if pruner == "recon" and not args.pruner_weights and hasattr(engine.pruner, "attach"):
-        engine.pruner.attach(engine.model)   # untrained ReconPruner sized for this model
     images, history, meta = load_demo_frame()
     result = engine.plan(images, history)
 

@@ -1,0 +1,85 @@
+"""`fastdrivevla train-pruner`: AFBR training of ReconPruner (see training/trainer.py).
+
+    fastdrivevla train-pruner --model DIR --data DIR --out DIR [--masks DIR ...]
+    accelerate launch -m fastdrivevla_ros.cli train-pruner ...     # several GPUs, same flags
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from fastdrivevla_ros.training.afbr import MODES
+
+    p.add_argument("--model", required=True, help="the VLA (Qwen2.5-VL checkpoint dir or hub id) "
+                   "whose vision encoder feeds the pruner and whose LLM layers initialise it")
+    p.add_argument("--data", required=True, help="folder of images (or a nuScenes dataroot: "
+                   "its samples/ are used)")
+    p.add_argument("--masks", action="append", default=None, metavar="DIR",
+                   help="mask folder(s), MASKS/<image relative path>.png, nonzero = foreground; "
+                   "repeat to OR several (default: DATA/masks)")
+    p.add_argument("--out", required=True, help="output ReconPruner directory (resumes if it "
+                   "holds checkpoints)")
+    p.add_argument("--max-pixels", type=int, default=512 * 512,
+                   help="training resolution cap (the VLA's max_pixels)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
+                   help="fixed resize instead of --max-pixels (e.g. 1596 1596)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="total optimizer steps (overrides --epochs for the schedule)")
+    p.add_argument("--until-step", type=int, default=None,
+                   help="stop at this step and keep the state (resume later with the same flags)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per process and step")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (cosine schedule)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
+    p.add_argument("--mode", choices=MODES, default="afbr",
+                   help="afbr (the method); ablations of the paper's Table 2: foreground_only "
+                   "(pixel reconstruction without the background branch), mask_prediction "
+                   "(scores trained on the mask directly)")
+    p.add_argument("--lam", type=float, default=0.2, help="SSIM weight λ in Eq. 7")
+    p.add_argument("--alpha", type=float, default=0.5, help="foreground weight α in Eq. 8")
+    p.add_argument("--decoder-layers", type=int, default=6)
+    p.add_argument("--decoder-init", choices=("vla", "random"), default="vla",
+                   help="initialise the decoder layers from the VLA's first LLM layers")
+    p.add_argument("--init-layer", type=int, default=0,
+                   help="LLM layer that initialises the PrunerLayer")
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint interval (steps)")
+    p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="held-out share of images for the final foreground-coverage check")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore existing checkpoints in --out")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="dtype the VLA (vision encoder) is loaded in")
+    p.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="cache the frozen encoder's tokens here (safetensors per image)")
+    p.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastdrivevla_ros.training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out, masks=tuple(args.masks or ()),
+        max_pixels=args.max_pixels, image_size=args.image_size, epochs=args.epochs,
+        max_steps=args.max_steps, until_step=args.until_step, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, mode=args.mode,
+        lam=args.lam, alpha=args.alpha, decoder_layers=args.decoder_layers,
+        decoder_init=args.decoder_init, init_layer=args.init_layer, save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
+        val_fraction=args.val_fraction, seed=args.seed, resume=not args.no_resume,
+        mixed_precision=args.mixed_precision, dtype=args.dtype, feature_cache=args.feature_cache,
+        num_workers=args.num_workers, progress=not args.no_progress)
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,181 @@
+"""Image + foreground-mask pairs for ReconPruner training, and the frozen vision encoder.
+
+Folder layout (the same one `fastdrivevla foreground-masks` writes, and the one an external
+segmenter such as Grounded-SAM should write):
+
+    DATA/<rel>/<name>.jpg            images (.jpg/.jpeg/.png); for a nuScenes dataroot only
+                                     DATA/samples/** is searched
+    MASKS/<rel>/<name>.png           single-channel mask, nonzero = foreground, the image's size
+                                     (any size with the same aspect ratio is resized, nearest)
+
+Several mask folders may be given: their masks are OR-ed (e.g. annotation masks + Grounded-SAM).
+Images without any mask are skipped and counted, never silently. Images are resized exactly as
+the VLA sees them (`vla.inputs.model_image`, then Qwen's smart_resize to multiples of 28 px).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fastdrivevla_ros.errors import DataError
+from fastdrivevla_ros.vla.inputs import (MAX_PROCESSOR_PIXELS, MIN_PIXELS, TOKEN_PX,
+                                         model_image)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ASPECT_TOLERANCE = 0.02
+
+
+def mask_path(masks_root: str | Path, rel_image_path: str | Path) -> Path:
+    """Where the mask of image `rel_image_path` (relative to its data root) lives."""
+    return Path(masks_root) / Path(rel_image_path).with_suffix(".png")
+
+
+@dataclass(frozen=True)
+class ImageMaskPair:
+    key: str                   # image path relative to the data root (posix)
+    image: Path
+    masks: tuple[Path, ...]    # every existing mask of the image (OR-ed)
+
+
+def find_pairs(data_dir: str | Path, mask_dirs: list[str | Path]) -> tuple[list[ImageMaskPair],
+                                                                            list[str]]:
+    """All images under `data_dir` (its `samples/` if it is a nuScenes dataroot) with at least one
+    mask in `mask_dirs`. Returns (pairs sorted by key, keys of images without a mask)."""
+    data = Path(data_dir).expanduser()
+    if not data.is_dir():
+        raise DataError(f"data directory {data} does not exist")
+    masks = [Path(m).expanduser().resolve() for m in mask_dirs]
+    missing_dirs = [str(m) for m in masks if not m.is_dir()]
+    if missing_dirs:
+        raise DataError(f"mask directories not found: {missing_dirs}")
+    search = data / "samples" if (data / "samples").is_dir() else data
+    pairs, unmasked = [], []
+    for path in sorted(search.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if any(m == path.resolve() or m in path.resolve().parents for m in masks):
+            continue   # a mask folder inside the data folder
+        key = path.relative_to(data).as_posix()
+        found = tuple(p for p in (mask_path(m, key) for m in masks) if p.is_file())
+        if found:
+            pairs.append(ImageMaskPair(key, path, found))
+        else:
+            unmasked.append(key)
+    return pairs, unmasked
+
+
+def split_pairs(pairs: list[ImageMaskPair], val_fraction: float):
+    """Deterministic train/validation split by a hash of the key (stable as data is added)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    def is_val(p):
+        h = int(hashlib.sha1(p.key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return h < val_fraction
+    return [p for p in pairs if not is_val(p)], [p for p in pairs if is_val(p)]
+
+
+def load_mask(paths: tuple[Path, ...], size: tuple[int, int]) -> np.ndarray:
+    """OR of the masks at `paths`, resized (nearest) to size (w, h) -> [h, w] bool."""
+    out = np.zeros(size[::-1], dtype=bool)
+    for p in paths:
+        try:
+            m = Image.open(p)
+            m.load()
+        except OSError as e:
+            raise DataError(f"{p}: unreadable mask ({e})") from e
+        if m.mode not in ("1", "L", "P", "I", "I;16"):
+            raise DataError(f"{p}: mask must be single-channel, got mode {m.mode}")
+        w, h = m.size
+        if abs(w / h - size[0] / size[1]) > ASPECT_TOLERANCE * size[0] / size[1]:
+            raise DataError(f"{p}: mask is {w}x{h}, its image {size[0]}x{size[1]} (aspect ratios "
+                            "differ; the mask belongs to another image?)")
+        m = m.convert("L").resize(size, Image.NEAREST)
+        out |= np.asarray(m) > 0
+    return out
+
+
+class ImageMaskDataset(torch.utils.data.Dataset):
+    """Item: pixel_values [P, 1176] (processor patches), grid_thw [3], image [3, H, W] float in
+    [0, 1] (processor-resized, H = 28 rows, W = 28 cols), mask [1, H, W] in {0, 1}, key str."""
+
+    def __init__(self, pairs: list[ImageMaskPair], image_processor, max_pixels: int,
+                 image_size: tuple[int, int] | None = None):
+        self.pairs, self.processor = list(pairs), image_processor
+        self.max_pixels, self.image_size = max_pixels, image_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        pair = self.pairs[i]
+        try:
+            with Image.open(pair.image) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise DataError(f"{pair.image}: unreadable image ({e})") from e
+        img = model_image(arr, self.max_pixels, self.image_size)
+        processed = self.processor(images=[img], return_tensors="pt",
+                                   size={"shortest_edge": MIN_PIXELS,
+                                         "longest_edge": MAX_PROCESSOR_PIXELS})
+        grid_thw = processed["image_grid_thw"][0]
+        merge = self.processor.merge_size
+        size = (int(grid_thw[2]) // merge * TOKEN_PX, int(grid_thw[1]) // merge * TOKEN_PX)
+        image = np.asarray(img.resize(size, Image.BICUBIC), dtype=np.float32) / 255.0
+        mask = load_mask(pair.masks, size)
+        return {"pixel_values": processed["pixel_values"], "grid_thw": grid_thw,
+                "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+                "mask": torch.from_numpy(mask)[None].float(), "key": pair.key}
+
+
+def collate(items: list[dict]) -> dict:
+    """Batch items of ONE token grid (fix the resolution with image_size to mix image sizes)."""
+    grids = {tuple(it["grid_thw"].tolist()) for it in items}
+    if len(grids) > 1:
+        raise DataError(f"a batch mixes token grids {sorted(grids)}: images of different sizes; "
+                        "set a fixed --image-size W H (or use --batch-size 1)")
+    return {"pixel_values": torch.cat([it["pixel_values"] for it in items]),
+            "grid_thw": torch.stack([it["grid_thw"] for it in items]),
+            "image": torch.stack([it["image"] for it in items]),
+            "mask": torch.stack([it["mask"] for it in items]),
+            "keys": [it["key"] for it in items]}
+
+
+class FrozenVision:
+    """The VLA's vision encoder + merger, frozen: batch -> post-merger tokens [B, N, D].
+    cache_dir: optional folder of per-image token files (safetensors), keyed by image, resolution
+    and encoder fingerprint, so later epochs skip the encoder."""
+
+    def __init__(self, visual, cache_dir: str | Path | None = None, tag: str = ""):
+        self.visual = visual.eval().requires_grad_(False)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.tag = tag
+        if self.cache_dir:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        return self.cache_dir / (hashlib.sha1(f"{self.tag}|{key}".encode()).hexdigest()
+                                 + ".safetensors")
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, device) -> torch.Tensor:
+        from safetensors.torch import load_file, save_file
+
+        keys = batch["keys"]
+        if self.cache_dir and all(self._file(k).is_file() for k in keys):
+            return torch.stack([load_file(str(self._file(k)))["v"] for k in keys]).to(device)
+        grid = batch["grid_thw"].to(device)
+        out = self.visual(batch["pixel_values"].to(device, self.visual.dtype), grid_thw=grid)
+        v = out.pooler_output.reshape(len(keys), -1, out.pooler_output.shape[-1])
+        if self.cache_dir:
+            for k, t in zip(keys, v):
+                tmp = self._file(k).with_suffix(f".tmp{os.getpid()}")
+                save_file({"v": t.cpu().contiguous()}, str(tmp))
+                os.replace(tmp, self._file(k))
+        return v

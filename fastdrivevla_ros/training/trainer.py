@@ -1,0 +1,368 @@
+"""AFBR training of ReconPruner with Hugging Face accelerate: one CPU, one GPU, or many GPUs
+through `accelerate launch` / torchrun, with no code change.
+
+Output directory (`--out`):
+    config.json, model.safetensors   the ReconPruner (usable as `--pruner recon --pruner-weights`),
+                                     refreshed at every checkpoint and at the end
+    decoder/                         the reconstruction decoder (for inspection / fine-tuning)
+    checkpoints/step-00000500/       full training state (safetensors + JSON, no pickle)
+    train_log.jsonl                  one line per log interval: loss terms, fg_fraction, lr
+    eval.json                        held-out foreground coverage (if --val-fraction > 0)
+A rerun with the same --out resumes from the newest complete checkpoint at the same step, data
+order included (seeded sampler + skipped batches).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fastdrivevla_ros.errors import CheckpointError, ConfigError, DataError
+
+COLLAPSE_LOW, COLLAPSE_HIGH = 0.02, 0.98   # share of tokens scored foreground
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    out: str
+    masks: tuple[str, ...] = ()           # default: DATA/masks
+    max_pixels: int = 512 * 512
+    image_size: tuple[int, int] | None = None
+    epochs: int = 10
+    max_steps: int | None = None          # total optimizer steps (defines the cosine schedule)
+    until_step: int | None = None         # stop early at this step (resume later)
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mode: str = "afbr"
+    lam: float = 0.2
+    alpha: float = 0.5
+    decoder_layers: int = 6
+    decoder_init: str = "vla"
+    init_layer: int = 0
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    val_fraction: float = 0.0
+    seed: int = 0
+    resume: bool = True
+    mixed_precision: str = "no"
+    dtype: str = "float32"
+    feature_cache: str | None = None
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        from fastdrivevla_ros.training.afbr import MODES
+
+        self.masks = tuple(self.masks) or (str(Path(self.data) / "masks"),)
+        checks = {
+            "epochs >= 1": self.epochs >= 1, "batch_size >= 1": self.batch_size >= 1,
+            "grad_accum >= 1": self.grad_accum >= 1, "lr > 0": self.lr > 0,
+            "save_every >= 1": self.save_every >= 1, "log_every >= 1": self.log_every >= 1,
+            "keep_checkpoints >= 1": self.keep_checkpoints >= 1,
+            "max_steps >= 1": self.max_steps is None or self.max_steps >= 1,
+            "until_step >= 1": self.until_step is None or self.until_step >= 1,
+            "warmup_steps >= 0": self.warmup_steps >= 0,
+            f"mode in {MODES}": self.mode in MODES,
+            "decoder_init in (vla, random)": self.decoder_init in ("vla", "random"),
+            "mixed_precision in (no, fp16, bf16)": self.mixed_precision in ("no", "fp16", "bf16"),
+            "0 <= val_fraction < 1": 0 <= self.val_fraction < 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid training settings; need {', '.join(bad)}")
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
+
+
+# ---------------------------------------------------------------------------- state files
+def _save_optimizer(optimizer, path: Path) -> None:
+    """AdamW state as safetensors (tensors) + JSON (param groups, non-tensor entries)."""
+    from safetensors.torch import save_file
+
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    save_file(tensors, str(path / "optimizer.safetensors"))
+    (path / "optimizer.json").write_text(json.dumps({"param_groups": sd["param_groups"],
+                                                     "scalars": scalars}))
+
+
+def _load_optimizer(optimizer, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    meta = json.loads((path / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for name, v in [*load_file(str(path / "optimizer.safetensors")).items(),
+                    *meta["scalars"].items()]:
+        idx, k = name.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (an interrupted save leaves only a .tmp folder)."""
+    return sorted(p for p in (out / "checkpoints").glob("step-*")
+                  if p.is_dir() and not p.name.endswith(".tmp") and (p / "trainer_state.json").is_file())
+
+
+# ---------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, set_seed
+
+        self.cfg, self.out = cfg, Path(cfg.out)
+        self.acc = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                      data_seed=cfg.seed))
+        set_seed(cfg.seed)
+        self.step = self.epoch = self.batches_in_epoch = 0
+        self._build()
+
+    # --------------------------------------------------------------------- setup
+    def _build(self) -> None:
+        from fastdrivevla_ros.pruning.recon import ReconPruner, vision_fingerprint
+        from fastdrivevla_ros.training.afbr import AFBRModel
+        from fastdrivevla_ros.training.data import (FrozenVision, ImageMaskDataset, collate,
+                                                    find_pairs, split_pairs)
+        from fastdrivevla_ros.training.decoder import ReconDecoder
+        from fastdrivevla_ros.vla.loading import load_vla
+        from transformers import get_cosine_schedule_with_warmup
+
+        cfg = self.cfg
+        pairs, unmasked = find_pairs(cfg.data, list(cfg.masks))
+        if unmasked:
+            self.log_text(f"{len(unmasked)} image(s) have no mask and are skipped, e.g. "
+                          f"{unmasked[:3]}")
+        if not pairs:
+            raise DataError(f"no image+mask pairs under {cfg.data} with masks in "
+                            f"{list(cfg.masks)} (layout: MASKS/<image relative path>.png)")
+        self.train_pairs, self.val_pairs = split_pairs(pairs, cfg.val_fraction)
+        if not self.train_pairs:
+            raise DataError("every pair landed in the validation split; lower --val-fraction")
+
+        model, _, processor = load_vla(cfg.model, cfg.dtype, "cpu")
+        self.processor = processor
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            pruner = ReconPruner.from_vla(model, cfg.init_layer, source=cfg.model)
+            decoder = (None if cfg.mode == "mask_prediction" else
+                       ReconDecoder.from_vla(model, cfg.decoder_layers, cfg.decoder_init))
+        tag = f"{vision_fingerprint(model)}|{cfg.max_pixels}|{cfg.image_size}"
+        self.vision = FrozenVision(model.model.visual.to(self.acc.device), cfg.feature_cache, tag)
+        del model   # the LLM is no longer needed: only its layers' copies are trained
+
+        net = AFBRModel(pruner.float(), decoder.float() if decoder else None, cfg.mode,
+                        cfg.lam, cfg.alpha)
+        dataset = ImageMaskDataset(self.train_pairs, processor, cfg.max_pixels, cfg.image_size)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
+                                             collate_fn=collate, num_workers=cfg.num_workers)
+        optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.net, self.optimizer, self.loader = self.acc.prepare(net, optimizer, loader)
+        per_epoch = math.ceil(len(self.loader) / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or cfg.epochs * per_epoch
+        self.epochs = max(cfg.epochs, math.ceil(self.total_steps / per_epoch))
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps,
+                                                         self.total_steps)
+
+    # --------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path | None:
+        """Full state under checkpoints/step-N (written to a .tmp folder, then renamed), plus the
+        current pruner/decoder export in the output directory."""
+        from safetensors.torch import save_file
+
+        self.acc.wait_for_everyone()
+        final = self.out / "checkpoints" / f"step-{self.step:08d}"
+        if self.acc.is_main_process:
+            net = self.acc.unwrap_model(self.net)
+            tmp = final.with_name(final.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+            _save_optimizer(self.optimizer, tmp)
+            state = {"step": self.step, "epoch": self.epoch,
+                     "batches_in_epoch": self.batches_in_epoch,
+                     "scheduler": self.scheduler.state_dict(), "config": asdict(self.cfg)}
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in _checkpoints(self.out)[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.export(net)
+        self.acc.wait_for_everyone()
+        return final
+
+    def export(self, net) -> None:
+        net.pruner.config.training = {"steps": self.step, "mode": self.cfg.mode,
+                                      "data": str(self.cfg.data), "lr": self.cfg.lr,
+                                      "max_pixels": self.cfg.max_pixels,
+                                      "image_size": self.cfg.image_size}
+        net.pruner.save_pretrained(self.out)
+        if net.decoder is not None:
+            net.decoder.save_pretrained(self.out / "decoder")
+
+    def maybe_resume(self) -> bool:
+        from safetensors.torch import load_file
+
+        found = _checkpoints(self.out) if self.cfg.resume else []
+        if not found:
+            return False
+        ckpt = found[-1]
+        try:
+            state = json.loads((ckpt / "trainer_state.json").read_text())
+            net = self.acc.unwrap_model(self.net)
+            net.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+            _load_optimizer(self.optimizer, ckpt)
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.batches_in_epoch = int(state["batches_in_epoch"])
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"cannot resume from {ckpt}: {e}; delete it to start over or "
+                                  "pass --no-resume") from e
+        self.log_text(f"resumed from {ckpt} at step {self.step}")
+        return True
+
+    # --------------------------------------------------------------------- loop
+    def log_text(self, msg: str) -> None:
+        from tqdm.auto import tqdm
+
+        if self.acc.is_main_process:
+            tqdm.write(f"[train-pruner] {msg}")
+
+    def train(self) -> dict:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.maybe_resume()
+        stop = min(self.total_steps, cfg.until_step or self.total_steps)
+        start_step, t0 = self.step, time.perf_counter()
+        bar = tqdm(total=stop, initial=self.step, desc="train-pruner", unit="step",
+                   disable=not (cfg.progress and self.acc.is_main_process), dynamic_ncols=True)
+        window: list[dict] = []
+        while self.step < stop and self.epoch < self.epochs:
+            self.loader.set_epoch(self.epoch)
+            batches = (self.acc.skip_first_batches(self.loader, self.batches_in_epoch)
+                       if self.batches_in_epoch else self.loader)
+            for batch in batches:
+                stats = self.train_batch(batch)
+                self.batches_in_epoch += 1
+                if stats is None:          # still accumulating gradients
+                    continue
+                self.step += 1
+                bar.update(1)
+                window.append(stats)
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    row = self.log_row(window)
+                    window = []
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", fg=f"{row['fg_fraction']:.2f}")
+                if self.step % cfg.save_every == 0 or self.step == stop:
+                    self.save_checkpoint()
+                if self.step >= stop:
+                    break
+            else:
+                self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+        bar.close()
+        if self.step not in {int(p.name.split("-")[1]) for p in _checkpoints(self.out)}:
+            self.save_checkpoint()
+        done = self.step - start_step
+        summary = {"step": self.step, "total_steps": self.total_steps,
+                   "sec_per_step": (time.perf_counter() - t0) / done if done else None,
+                   "train_images": len(self.train_pairs), "val_images": len(self.val_pairs)}
+        if self.val_pairs and self.step >= self.total_steps:
+            summary["eval"] = self.evaluate()
+        return summary
+
+    def train_batch(self, batch: dict) -> dict | None:
+        """One micro-batch; returns the detached stats when an optimizer step was taken."""
+        v = self.vision(batch, self.acc.device)
+        grid = tuple(int(x) // 2 for x in batch["grid_thw"][0, 1:].tolist())
+        with self.acc.accumulate(self.net):
+            out = self.net(v, batch["image"], batch["mask"], grid)
+            self.acc.backward(out["loss"])
+            if self.acc.sync_gradients and self.cfg.max_grad_norm > 0:
+                self.acc.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+            self.optimizer.step()
+            if self.acc.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if not self.acc.sync_gradients:
+            return None
+        from fastdrivevla_ros.training.afbr import token_foreground
+
+        stats = {k: float(v) for k, v in out.items() if k != "scores" and v.ndim == 0}
+        stats["gt_fg_fraction"] = float((token_foreground(batch["mask"]) > 0.5).float().mean())
+        return stats
+
+    def log_row(self, window: list[dict]) -> dict:
+        """Mean of the window's stats over steps and processes; appended to train_log.jsonl."""
+        keys = sorted(window[0])
+        local = torch.tensor([[s[k] for k in keys] for s in window], device=self.acc.device)
+        mean = self.acc.reduce(local.mean(0), reduction="mean").tolist()
+        row = {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
+               **dict(zip(keys, mean))}
+        if self.acc.is_main_process:
+            with open(self.out / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            fg = row["fg_fraction"]
+            if fg < COLLAPSE_LOW or fg > COLLAPSE_HIGH:
+                self.log_text(f"step {self.step}: {fg:.1%} of tokens scored foreground, the "
+                              "scorer is collapsing (all-" +
+                              ("background" if fg < COLLAPSE_LOW else "foreground") + ")")
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, ratio: float = 0.5) -> dict:
+        """Held-out share of foreground tokens kept by the top-(1 - ratio) scores, against a
+        random scorer (expected 1 - ratio). Written to eval.json."""
+        from fastdrivevla_ros.training.afbr import foreground_coverage, token_foreground
+        from fastdrivevla_ros.training.data import ImageMaskDataset, collate
+
+        net = self.acc.unwrap_model(self.net).eval()
+        data = ImageMaskDataset(self.val_pairs, self.processor, self.cfg.max_pixels,
+                                self.cfg.image_size)
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        ours, rand = [], []
+        for item in data:
+            batch = collate([item])
+            grid = tuple(int(x) // 2 for x in item["grid_thw"][1:].tolist())
+            from fastdrivevla_ros.pruning.recon import grid_position_ids
+
+            s = net.pruner(self.vision(batch, self.acc.device),
+                           grid_position_ids(grid, device=self.acc.device))[0].cpu()
+            fg = token_foreground(batch["mask"])[0] > 0.5
+            ours.append(foreground_coverage(s, fg, ratio))
+            rand.append(foreground_coverage(torch.rand(len(s), generator=gen), fg, ratio))
+        net.train()
+        keep = [i for i, c in enumerate(ours) if not math.isnan(c)]
+        result = {"ratio": ratio, "images": len(keep),
+                  "coverage": sum(ours[i] for i in keep) / max(len(keep), 1),
+                  "random_coverage": sum(rand[i] for i in keep) / max(len(keep), 1)}
+        if self.acc.is_main_process:
+            (self.out / "eval.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def train(cfg: TrainConfig) -> dict:
+    return Trainer(cfg).train()
