@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # first pass: which command? then let its module add its options and parse again
-    known, _ = parser.parse_known_args(argv)
+    # (-h is held back in this pass so the command's own options appear in its --help)
+    first = [a for a in argv if a not in ("-h", "--help")]
+    if not first or first[0].startswith("-"):
+        return _help_or_usage(parser, argv)
+    known, _ = parser.parse_known_args(first)
     module = importlib.import_module(known._module)
     sub = next(a for a in parser._subparsers._group_actions).choices[known.command]
     module.configure_parser(sub)
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _help_or_usage(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    """No command given: top-level --help (exit 0) or the usage error (exit 2)."""
+    parser.parse_args(argv)
+    return 2
 
 
 if __name__ == "__main__":

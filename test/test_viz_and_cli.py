@@ -75,3 +75,11 @@ def test_plan_command_plans_from_image_files(tiny_model_dir, tmp_path, camera_im
     assert code == 0
     plan = json.loads((tmp_path / "o" / "plan.json").read_text())
     assert plan["tokens_kept"] == 84 and plan["pruner"] == "random"
+
+
+def test_command_help_shows_the_commands_own_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["plan", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--pruning-ratio" in out and "--image" in out
