@@ -67,7 +67,8 @@ def layer_text_config(layer: dict, attn_implementation: str = "sdpa"):
 
 def vision_fingerprint(model) -> list[float]:
     """Cheap identity of a VLA's vision encoder + merger: mean |w| and std of the patch embedding
-    and of the merger's output projection. Differs for a fine-tuned encoder; survives dtype casts."""
+    and of the merger's output projection. Differs for a fine-tuned encoder; survives dtype
+    casts."""
     visual = model.model.visual
     out = []
     for w in (visual.patch_embed.proj.weight, visual.merger.mlp[-1].weight):
@@ -187,9 +188,11 @@ class ReconPruner(nn.Module):
         self.layer = full_attention_layers(text_config, 1)[0]
         self.rotary = Qwen2_5_VLRotaryEmbedding(text_config)
         self.query = nn.Parameter(torch.randn(1, d) * 0.02)        # Q in R^{1 x D}
-        # Scorer: "a single-layer feed-forward network with a weight of shape D x 1", no bias: a
-        # shared offset would move every token across the S > 0 threshold (Eq. 3) at once
-        self.scorer = nn.Linear(d, 1, bias=False)
+        # Scorer: one linear layer, weight D x 1. Its bias starts at zero so the initial AFBR split
+        # (S > 0, Eq. 3) depends on the tokens; during training it absorbs the shared shift of
+        # all scores, so the threshold need not be expressed through (and distort) the ranking
+        self.scorer = nn.Linear(d, 1)
+        nn.init.zeros_(self.scorer.bias)
 
     # --------------------------------------------------------------------- construction
     @classmethod
@@ -230,11 +233,11 @@ class ReconPruner(nn.Module):
             state = load_file(str(file))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{file}: unreadable safetensors ({e})") from e
-        expected = set(self.state_dict())
-        if set(state) != expected:
+        expected, found = set(self.state_dict()), set(state)
+        if found != expected:
             raise CheckpointError(
                 f"{file}: weights do not match the config (missing "
-                f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]})")
+                f"{sorted(expected - found)[:5]}, unexpected {sorted(found - expected)[:5]})")
         bad = [k for k, v in state.items() if not torch.isfinite(v.float()).all()]
         if bad:
             raise CheckpointError(f"{file}: non-finite values in {bad[:5]} (diverged training?)")

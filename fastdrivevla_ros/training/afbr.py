@@ -11,6 +11,11 @@ with I_fore_gt = I ⊙ M_fg and I_back_gt = I ⊙ (1 - M_fg) (pixels outside the
 processor-resized image in [0, 1] and M_fg the foreground mask at that size. Reconstructing the
 background from the low-score tokens is what keeps the scorer from calling everything foreground.
 
+Padding (Eq. 5): the tokens a branch does not get are zeros (`padding='zero'`, the paper's
+"typically zeros") or one learned padding token shared by both branches (`'learned'`, as MAE's mask
+token). Only the ranking of S is used at inference, so the fraction of tokens with S > 0 is a
+training monitor: near 0 or 1 means one branch receives (almost) nothing.
+
 Ablations (paper Table 2), selected by `mode`:
   'afbr'             the method;
   'foreground_only'  only L_fore (pixel reconstruction of the foreground, no adversarial branch);
@@ -88,6 +93,8 @@ class AFBRModel(nn.Module):
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if mode != "mask_prediction" and decoder is None:
             raise ConfigError(f"mode {mode!r} needs a reconstruction decoder")
+        if padding not in ("zero", "learned"):
+            raise ConfigError(f"padding must be 'zero' or 'learned', got {padding!r}")
         if not (0 <= lam <= 1 and 0 <= alpha <= 1):
             raise ConfigError(f"lambda and alpha must be in [0, 1], got {lam}, {alpha}")
         self.pruner, self.decoder = pruner, decoder

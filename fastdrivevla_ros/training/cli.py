@@ -43,6 +43,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "(scores trained on the mask directly)")
     p.add_argument("--lam", type=float, default=0.2, help="SSIM weight λ in Eq. 7")
     p.add_argument("--alpha", type=float, default=0.5, help="foreground weight α in Eq. 8")
+    p.add_argument("--padding", choices=("zero", "learned"), default="zero",
+                   help="what replaces the tokens a branch does not get (Eq. 5): zeros (paper) or "
+                   "a learned padding token")
     p.add_argument("--decoder-layers", type=int, default=6)
     p.add_argument("--decoder-init", choices=("vla", "random"), default="vla",
                    help="initialise the decoder layers from the VLA's first LLM layers")
@@ -66,20 +69,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from fastdrivevla_ros.training.trainer import TrainConfig, train
 
-    cfg = TrainConfig(
-        model=args.model, data=args.data, out=args.out, masks=tuple(args.masks or ()),
-        max_pixels=args.max_pixels, image_size=args.image_size, epochs=args.epochs,
-        max_steps=args.max_steps, until_step=args.until_step, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, mode=args.mode,
-        lam=args.lam, alpha=args.alpha, decoder_layers=args.decoder_layers,
-        decoder_init=args.decoder_init, init_layer=args.init_layer, save_every=args.save_every,
-        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
-        val_fraction=args.val_fraction, seed=args.seed, resume=not args.no_resume,
-        mixed_precision=args.mixed_precision, dtype=args.dtype, feature_cache=args.feature_cache,
-        num_workers=args.num_workers, progress=not args.no_progress)
-    summary = train(cfg)
+    # flags are named after TrainConfig fields; the three negative switches are mapped here
+    special = {"masks": tuple(args.masks or ()), "resume": not args.no_resume,
+               "progress": not args.no_progress}
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+               if f.name not in special and hasattr(args, f.name)}
+    summary = train(TrainConfig(**options, **special))
     print(json.dumps(summary, indent=2))
     return 0

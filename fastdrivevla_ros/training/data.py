@@ -24,17 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastdrivevla_ros.data.foreground import mask_path
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.inputs import (MAX_PROCESSOR_PIXELS, MIN_PIXELS, TOKEN_PX,
                                          model_image)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ASPECT_TOLERANCE = 0.02
-
-
-def mask_path(masks_root: str | Path, rel_image_path: str | Path) -> Path:
-    """Where the mask of image `rel_image_path` (relative to its data root) lives."""
-    return Path(masks_root) / Path(rel_image_path).with_suffix(".png")
 
 
 @dataclass(frozen=True)
@@ -81,8 +77,10 @@ def split_pairs(pairs: list[ImageMaskPair], val_fraction: float):
     return [p for p in pairs if not is_val(p)], [p for p in pairs if is_val(p)]
 
 
-def load_mask(paths: tuple[Path, ...], size: tuple[int, int]) -> np.ndarray:
-    """OR of the masks at `paths`, resized (nearest) to size (w, h) -> [h, w] bool."""
+def load_mask(paths: tuple[Path, ...], size: tuple[int, int],
+              image_size: tuple[int, int]) -> np.ndarray:
+    """OR of the masks at `paths`, resized (nearest) to size (w, h) -> [h, w] bool. Each mask
+    must have the aspect ratio of its image, image_size (w, h)."""
     out = np.zeros(size[::-1], dtype=bool)
     for p in paths:
         try:
@@ -93,9 +91,10 @@ def load_mask(paths: tuple[Path, ...], size: tuple[int, int]) -> np.ndarray:
         if m.mode not in ("1", "L", "P", "I", "I;16"):
             raise DataError(f"{p}: mask must be single-channel, got mode {m.mode}")
         w, h = m.size
-        if abs(w / h - size[0] / size[1]) > ASPECT_TOLERANCE * size[0] / size[1]:
-            raise DataError(f"{p}: mask is {w}x{h}, its image {size[0]}x{size[1]} (aspect ratios "
-                            "differ; the mask belongs to another image?)")
+        iw, ih = image_size
+        if abs(w / h - iw / ih) > ASPECT_TOLERANCE * iw / ih:
+            raise DataError(f"{p}: mask is {w}x{h}, its image {iw}x{ih} (aspect ratios differ; "
+                            "the mask belongs to another image?)")
         m = m.convert("L").resize(size, Image.NEAREST)
         out |= np.asarray(m) > 0
     return out
@@ -128,7 +127,7 @@ class ImageMaskDataset(torch.utils.data.Dataset):
         merge = self.processor.merge_size
         size = (int(grid_thw[2]) // merge * TOKEN_PX, int(grid_thw[1]) // merge * TOKEN_PX)
         image = np.asarray(img.resize(size, Image.BICUBIC), dtype=np.float32) / 255.0
-        mask = load_mask(pair.masks, size)
+        mask = load_mask(pair.masks, size, (arr.shape[1], arr.shape[0]))
         return {"pixel_values": processed["pixel_values"], "grid_thw": grid_thw,
                 "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
                 "mask": torch.from_numpy(mask)[None].float(), "key": pair.key}
@@ -153,7 +152,7 @@ class FrozenVision:
     and encoder fingerprint, so later epochs skip the encoder."""
 
     def __init__(self, visual, cache_dir: str | Path | None = None, tag: str = ""):
-        self.visual = visual.eval().requires_grad_(False)
+        self.visual = visual.eval()     # frozen: only ever run under no_grad, never optimised
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.tag = tag
         if self.cache_dir:

@@ -116,8 +116,8 @@ class ReconDecoder(nn.Module):
         state = {k: v.detach().to("cpu", torch.float32).contiguous()
                  for k, v in self.state_dict().items()}
         save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-        (path / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **asdict(self.config)},
-                                                     indent=2))
+        config = {"model_type": MODEL_TYPE, **asdict(self.config)}
+        (path / "config.json").write_text(json.dumps(config, indent=2))
         return path
 
     @classmethod

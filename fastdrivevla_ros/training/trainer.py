@@ -48,6 +48,7 @@ class TrainConfig:
     mode: str = "afbr"
     lam: float = 0.2
     alpha: float = 0.5
+    padding: str = "zero"
     decoder_layers: int = 6
     decoder_init: str = "vla"
     init_layer: int = 0
@@ -77,6 +78,7 @@ class TrainConfig:
             "warmup_steps >= 0": self.warmup_steps >= 0,
             f"mode in {MODES}": self.mode in MODES,
             "decoder_init in (vla, random)": self.decoder_init in ("vla", "random"),
+            "padding in (zero, learned)": self.padding in ("zero", "learned"),
             "mixed_precision in (no, fp16, bf16)": self.mixed_precision in ("no", "fp16", "bf16"),
             "0 <= val_fraction < 1": 0 <= self.val_fraction < 1,
         }
@@ -120,7 +122,7 @@ def _load_optimizer(optimizer, path: Path) -> None:
 def _checkpoints(out: Path) -> list[Path]:
     """Complete checkpoints, oldest first (an interrupted save leaves only a .tmp folder)."""
     return sorted(p for p in (out / "checkpoints").glob("step-*")
-                  if p.is_dir() and not p.name.endswith(".tmp") and (p / "trainer_state.json").is_file())
+                  if not p.name.endswith(".tmp") and (p / "trainer_state.json").is_file())
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -172,7 +174,7 @@ class Trainer:
         del model   # the LLM is no longer needed: only its layers' copies are trained
 
         net = AFBRModel(pruner.float(), decoder.float() if decoder else None, cfg.mode,
-                        cfg.lam, cfg.alpha)
+                        cfg.lam, cfg.alpha, cfg.padding)
         dataset = ImageMaskDataset(self.train_pairs, processor, cfg.max_pixels, cfg.image_size)
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=collate, num_workers=cfg.num_workers)
@@ -311,7 +313,7 @@ class Trainer:
             return None
         from fastdrivevla_ros.training.afbr import token_foreground
 
-        stats = {k: float(v) for k, v in out.items() if k != "scores" and v.ndim == 0}
+        stats = {k: float(v.detach()) for k, v in out.items() if k != "scores" and v.ndim == 0}
         stats["gt_fg_fraction"] = float((token_foreground(batch["mask"]) > 0.5).float().mean())
         return stats
 

@@ -1,0 +1,117 @@
+"""`fastdrivevla train-pruner` on the real scene's images + masks with the tiny model: the output
+directory is a working `recon` pruner, the log has the loss terms, and a run killed mid-way
+resumes from its last checkpoint at the same step and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastdrivevla_ros.cli import main
+
+
+@pytest.fixture(scope="module")
+def scene_masks(scene_dir, tmp_path_factory):
+    """Object masks (no map: fast) for CAM_FRONT of keyframes 0, 10, 20, 30, 40."""
+    out = tmp_path_factory.mktemp("masks")
+    assert main(["foreground-masks", "--dataroot", str(scene_dir), "--version", "v1.0-mini",
+                 "--cameras", "CAM_FRONT", "--every", "10", "--no-road", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def _args(model, data, masks, out, *extra) -> list[str]:
+    return ["train-pruner", "--model", str(model), "--data", str(data), "--masks", str(masks),
+            "--out", str(out), "--max-pixels", str(128 * 128), "--batch-size", "2",
+            "--decoder-layers", "2", "--lr", "1e-3", "--no-progress", *extra]
+
+
+@pytest.fixture
+def one_thread():
+    """Two cores shared by many processes: one intra-op thread is faster and deterministic."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_two_steps_write_a_pruner_the_engine_uses_at_half_ratio(tiny_model_dir, tiny_vla,
+                                                              scene_dir, scene_masks, tmp_path,
+                                                              one_thread):
+    from fastdrivevla_ros.pruning.registry import build_pruner
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
+
+    out = tmp_path / "recon"
+    assert main(_args(tiny_model_dir, scene_dir, scene_masks, out, "--max-steps", "2",
+                      "--log-every", "1")) == 0
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss", "loss_fore", "loss_back", "ssim_fore", "mse_back", "fg_fraction", "lr"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert (out / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
+
+    model, tok, proc = tiny_vla
+    engine = DrivingVLA(model, tok, proc,
+                        PlannerSettings(pruning_ratio=0.5, max_pixels=128 * 128, max_new_tokens=2),
+                        pruner=build_pruner("recon", weights=str(out)))
+    frame = sorted((scene_dir / "samples" / "CAM_FRONT").glob("*.jpg"))[0]
+    result = engine.plan({"CAM_FRONT": np.asarray(Image.open(frame).convert("RGB"))})
+    view = result.views[0]
+    assert len(view.kept) == (view.grid[0] * view.grid[1]) // 2
+
+
+def _weights(out, step):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+
+
+def test_killed_run_resumes_at_its_last_checkpoint_and_matches_an_uninterrupted_run(
+        tiny_model_dir, scene_dir, scene_masks, tmp_path, capsys, one_thread):
+    total = "40"
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastdrivevla_ros.cli",
+         *_args(tiny_model_dir, scene_dir, scene_masks, killed, "--max-steps", total,
+                "--save-every", "1", "--keep-checkpoints", "2")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (killed / "checkpoints" / "step-00000002" / "trainer_state.json").is_file():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    done = sorted(int(p.name.split("-")[1]) for p in (killed / "checkpoints").glob("step-*")
+                  if (p / "trainer_state.json").is_file())
+    last = done[-1]
+    assert 2 <= last < int(total)
+
+    stop = str(last + 2)
+    assert main(_args(tiny_model_dir, scene_dir, scene_masks, killed, "--max-steps", total,
+                      "--until-step", stop)) == 0
+    assert f"resumed from {killed / 'checkpoints' / f'step-{last:08d}'} at step {last}" in \
+        capsys.readouterr().out
+    state = json.loads((killed / "checkpoints" / f"step-{last + 2:08d}" / "trainer_state.json")
+                       .read_text())
+    assert state["step"] == last + 2
+
+    fresh = tmp_path / "fresh"
+    assert main(_args(tiny_model_dir, scene_dir, scene_masks, fresh, "--max-steps", total,
+                      "--until-step", stop)) == 0
+    a, b = _weights(killed, last + 2), _weights(fresh, last + 2)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
