@@ -265,10 +265,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-heatmaps", action="store_true")
     p.add_argument("--max-staleness", type=float, default=1.0, help="node max_staleness_s")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (1 on a busy machine)")
     p.add_argument("--out", help="write node_throughput.json and .png here")
     args = p.parse_args(argv)
     from fastdrivevla_ros.vla.prompt import CAMERAS
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = run_node_throughput(
         args.model, args.duration, CAMERAS[:args.views], args.pruner, args.pruning_ratio,
         args.max_new_tokens, not args.no_constrained, not args.no_heatmaps, args.max_staleness,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 
 def measure(presets: dict[str, str | None], ratios, image_sizes: dict, repeats: int,
-            warmup: int, pruner: str, workdir: Path) -> dict[str, dict]:
+            warmup: int, pruner: str, workdir: Path, threads: int | None = None
+            ) -> dict[str, dict]:
     """{preset: bench document}; a preset's model dir is built in `workdir` when None."""
     from fastdrivevla_ros.bench import run_bench
     from fastdrivevla_ros.vla.tiny import make_tiny_model
@@ -29,7 +30,7 @@ def measure(presets: dict[str, str | None], ratios, image_sizes: dict, repeats: 
         model_dir = model_dir or make_tiny_model(workdir / preset, preset=preset)
         docs[preset] = run_bench(model_dir, pruners=[pruner], ratios=ratios,
                                  image_size=image_sizes.get(preset), repeats=repeats,
-                                 warmup=warmup, decode_tokens=1)
+                                 warmup=warmup, decode_tokens=1, threads=threads)
     return docs
 
 
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--pruner", default="random")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads (1 = steadiest on a busy machine)")
     p.add_argument("--out", help="also write each preset's bench.json/bench.md here")
     args = p.parse_args(argv)
     sizes = {"tiny": parse_size(args.tiny_image_size),
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="prefill-ratios-") as tmp:
         docs = measure({"tiny": args.tiny_model, "small": args.small_model},
                        parse_float_list(args.ratios, "--ratios"), sizes, args.repeats,
-                       args.warmup, args.pruner, Path(tmp))
+                       args.warmup, args.pruner, Path(tmp), args.threads)
     for preset, doc in docs.items():
         print(f"{preset}: {header_line(doc['header'])}")
         if args.out:

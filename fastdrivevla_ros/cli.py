@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "nuScenes-FG-style foreground masks (a PNG per camera image)"),
     "train-pruner": ("fastdrivevla_ros.training.cli",
                      "train ReconPruner (adversarial fg/bg reconstruction, accelerate)"),
-    "bench": ("fastdrivevla_ros.bench.cli", "FLOPs, ms per stage, memory: pruners x ratios (Table 4)"),
+    "bench": ("fastdrivevla_ros.bench.cli", "FLOPs, ms, memory per pruner x ratio (Table 4)"),
     "search-budgets": ("fastdrivevla_ros.pruning.budget_search",
                        "per-view token budgets by TPE on a validation bag (Prune2Drive)"),
 }

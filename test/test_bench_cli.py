@@ -33,6 +33,7 @@ def test_bench_cli_writes_json_that_validates_against_the_schema(bench_out):
     assert pruned["flop_bound_speedup"]["prefill"] > 1.0
     assert all(r["num_generated"] == 4 for r in doc["records"])
     assert pruned["ms"]["prefill"]["n"] == 2
+    assert pruned["cpu_ms"]["prefill"]["n"] == 2 and pruned["speedup_cpu"]["prefill"] > 0
     assert doc["header"]["device"]["type"] == "cpu"
 
 

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,31 +40,20 @@ def is_attention_op(op_name: str) -> bool:
     return any(key in op_name for key in ATTENTION_OPS)
 
 
-class StageFlops:
-    """One FlopCounterMode over a whole run, attributed to named (possibly nested) stages.
+class NestedStages:
+    """Attribute a cumulative quantity to named, possibly nested stages.
 
-    Each `stage(name)` block gets the FLOPs counted while it ran, minus those of stages nested
-    inside it (so "prefill" excludes the pruner's "scoring" that runs between its layers).
-    Per-op counts are kept so attention (SDPA) can be told apart from matmuls.
+    snapshot() returns the quantity so far as a Counter (FLOPs per op, CPU seconds, ...). Each
+    `stage(name)` block is credited with what accrued while it ran minus what its nested
+    stages were credited (so "prefill" excludes the pruner's scoring that runs between its
+    layers, and nothing is counted twice).
     """
 
-    def __init__(self):
-        self.counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    def __init__(self, snapshot: Callable[[], Counter]):
+        self.snapshot = snapshot
         self.by_stage: dict[str, Counter] = {}
         self.calls: Counter = Counter()
         self._children: list[Counter] = []
-
-    def __enter__(self) -> "StageFlops":
-        self.counter.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.counter.__exit__(*exc)
-
-    def snapshot(self) -> Counter:
-        """Cumulative FLOPs per op name so far."""
-        return Counter({str(op): int(n) for op, n in
-                        self.counter.get_flop_counts().get("Global", {}).items()})
 
     @contextmanager
     def stage(self, name: str):
@@ -82,16 +72,45 @@ class StageFlops:
             if self._children:
                 self._children[-1].update(delta)
 
+    def own(self, stage: str) -> float:
+        """What one stage accrued itself (0 if it never ran)."""
+        return sum(self.by_stage.get(stage, Counter()).values())
+
+
+class StageFlops(NestedStages):
+    """One FlopCounterMode over a whole run, attributed to stages (per-op counts kept, so
+    attention (SDPA) can be told apart from matmuls)."""
+
+    def __init__(self):
+        self.counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+        super().__init__(self._flops_so_far)
+
+    def __enter__(self) -> "StageFlops":
+        self.counter.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.counter.__exit__(*exc)
+
+    def _flops_so_far(self) -> Counter:
+        return Counter({str(op): int(n) for op, n in
+                        self.counter.get_flop_counts().get("Global", {}).items()})
+
     def total(self, stage: str | None = None) -> int:
         """All FLOPs (stage=None) or one stage's own FLOPs."""
-        if stage is None:
-            return int(sum(self.snapshot().values()))
-        return int(sum(self.by_stage.get(stage, Counter()).values()))
+        return int(sum(self.snapshot().values()) if stage is None else self.own(stage))
 
     def attention(self, stage: str) -> int:
         """FLOPs of attention kernels (SDPA & co.) within one stage."""
         return int(sum(n for op, n in self.by_stage.get(stage, Counter()).items()
                        if is_attention_op(op)))
+
+
+def cpu_stages() -> NestedStages:
+    """Process CPU seconds per stage: unlike wall time, not inflated when other processes
+    share the cores (meaningful on CPU with 1 torch thread; OpenMP spin-waits inflate it with
+    more threads under contention)."""
+    return NestedStages(lambda: Counter({"s": time.process_time()}))
 
 
 @contextmanager
@@ -115,20 +134,22 @@ class WallTimer:
     """Wall-clock ms of a block; CUDA events + synchronisation on GPU so queued kernels count."""
 
     def __init__(self, device: torch.device):
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.ms = float("nan")
 
     @contextmanager
     def __call__(self):
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
+            stream = torch.cuda.current_stream(self.device)
             start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
+            start.record(stream)
             try:
                 yield self
             finally:
-                end.record()
-                torch.cuda.synchronize()
+                end.record(stream)
+                torch.cuda.synchronize(self.device)
                 self.ms = float(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
@@ -150,14 +171,14 @@ class MemoryProbe:
     def __init__(self, device: torch.device, interval_s: float = 0.005):
         import psutil
 
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.interval_s = interval_s
         self._process = psutil.Process()
         self._peak = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.samples: list[tuple[float, float]] = []   # (monotonic s, RSS MiB), every window end
 
     def rss_mib(self) -> float:
         return self._process.memory_info().rss / 2**20
@@ -187,8 +208,8 @@ class MemoryProbe:
         """Yields a one-item list that holds the window's peak MiB once the block ends."""
         out = [float("nan")]
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         else:
             with self._lock:
                 self._peak = 0
@@ -197,14 +218,12 @@ class MemoryProbe:
             yield out
         finally:
             if self.cuda:
-                torch.cuda.synchronize()
-                out[0] = torch.cuda.max_memory_allocated() / 2**20
+                torch.cuda.synchronize(self.device)
+                out[0] = torch.cuda.max_memory_allocated(self.device) / 2**20
             else:
                 self._sample()
                 with self._lock:
                     out[0] = self._peak / 2**20
-            self.samples.append((time.monotonic(), self.rss_mib() if not self.cuda else
-                                 torch.cuda.memory_allocated() / 2**20))
 
 
 @dataclass

@@ -11,6 +11,8 @@ Method (written into every bench.json header as `notes`):
   * wall clock: the engine's own per-stage stopwatch (synchronised on CUDA) plus the whole
     `plan` call (CUDA events on GPU); warm-up runs first, then `repeats` rounds that visit
     every configuration in turn (interleaved, so drift and background load hit all alike);
+  * CPU time (CPU devices): process CPU seconds per stage through the same wrappers; unlike
+    wall clock it does not grow when other processes share the cores (use 1 torch thread);
   * memory: peak CUDA allocation, or sampled process RSS on CPU, per timed plan.
 """
 
@@ -19,25 +21,31 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-from contextlib import contextmanager
+import sys
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from fastdrivevla_ros.bench.measure import (MemoryProbe, Spread, StageFlops, WallTimer,
-                                            synthetic_frames, wrapped_methods)
+from fastdrivevla_ros.bench.measure import (MemoryProbe, NestedStages, Spread, StageFlops,
+                                            WallTimer, cpu_stages, synthetic_frames,
+                                            wrapped_methods)
 from fastdrivevla_ros.errors import CheckpointError, ConfigError, InputError
 from fastdrivevla_ros.pruning.base import Pruner
 from fastdrivevla_ros.vla.prompt import CAMERAS
 
 SCHEMA_VERSION = 1
 DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.75)
-#: engine method -> stage name (FLOPs); the pruner's `select` is the "pruner" stage
-ENGINE_STAGES = {"encode_images": "vision", "prefill": "prefill", "decode": "decode"}
+#: wrapped method -> stage credited (engine's encode_images / prefill / decode, pruner's select)
+METHOD_STAGES = {"encode_images": "vision", "prefill": "prefill", "decode": "decode",
+                 "select": "pruner"}
 #: stages whose wall clock is reported (engine stopwatch names + "plan" + per-token decode)
 TIMED_STAGES = ("preprocess", "vision", "scoring", "prefill", "decode", "decode_per_token",
                 "plan")
+#: stages whose process CPU time is reported on CPU devices
+CPU_STAGES = ("vision", "scoring", "prefill", "decode", "decode_per_token", "plan")
 NOTES = [
     "ratio 0 is measured once as the unpruned baseline; at ratio 0 the engine calls no pruner",
     "decode runs exactly decode_tokens greedy steps with stop tokens disabled (fixed length)",
@@ -49,6 +57,8 @@ NOTES = [
     "ms.prefill is the LLM layers + head only; ms.scoring is the pruner (FastV-style pruners "
     "score between layers, so prefill also holds their full-length early layers)",
     "timed rounds visit every configuration in turn (interleaved); spread over rounds",
+    "cpu_ms: process CPU time per stage (CPU devices only); robust to other load when torch "
+    "runs 1 thread, inflated by OpenMP spin-waits with more threads on a busy machine",
     "CPU memory is sampled process RSS (model included, allocator caching included)",
 ]
 
@@ -114,45 +124,71 @@ def _use(engine, cfg: _Config):
     yield engine
 
 
+@contextmanager
+def staged(engine, meter: NestedStages):
+    """Credit the engine's stages and the pruner's `select` ("pruner") to `meter` while the
+    block runs: wrappers on the two instances, no engine change."""
+    def wrapper(name, fn):
+        def inner(*args, **kwargs):
+            with meter.stage(METHOD_STAGES[name]):
+                return fn(*args, **kwargs)
+        return inner
+
+    with wrapped_methods(engine, ("encode_images", "prefill", "decode"), wrapper), \
+            wrapped_methods(engine.pruner, ("select",), wrapper):
+        yield meter
+
+
 def count_stage_flops(engine, frames: dict) -> tuple[dict, object]:
     """FLOPs of one plan split by stage. Returns (flops dict, PlanResult).
 
     flops keys: vision, pruner, prefill, prefill_attention, decode, decode_per_token, other
     (everything outside the wrapped stages), total, total_without_vision.
     """
-    counter = StageFlops()
-
-    def around(stage):
-        def wrap(_name, fn):
-            def inner(*args, **kwargs):
-                with counter.stage(stage):
-                    return fn(*args, **kwargs)
-            return inner
-        return wrap
-
-    with wrapped_methods(engine, tuple(ENGINE_STAGES), lambda n, fn: around(ENGINE_STAGES[n])(
-            n, fn)), wrapped_methods(engine.pruner, ("select",), around("pruner")), counter:
+    with StageFlops() as counter, staged(engine, counter):
         result = engine.plan(frames)
-    staged = {s: counter.total(s) for s in ("vision", "pruner", "prefill", "decode")}
+    own = {s: counter.total(s) for s in ("vision", "pruner", "prefill", "decode")}
     total = counter.total()
     steps = max(1, result.num_generated)
-    return {**staged, "prefill_attention": counter.attention("prefill"),
-            "decode_per_token": staged["decode"] / steps,
-            "other": total - sum(staged.values()), "total": total,
-            "total_without_vision": total - staged["vision"]}, result
+    return {**own, "prefill_attention": counter.attention("prefill"),
+            "decode_per_token": own["decode"] / steps,
+            "other": total - sum(own.values()), "total": total,
+            "total_without_vision": total - own["vision"]}, result
 
 
-def timed_plan(engine, frames: dict, probe: MemoryProbe) -> tuple[dict, float, object]:
-    """One timed plan: (stage ms incl. 'plan' and 'decode_per_token', peak MiB, PlanResult)."""
+@dataclass
+class Sample:
+    """One timed plan. ms: wall clock per stage (the engine's stopwatch) + 'decode_per_token'
+    + 'plan' (whole call); cpu_ms: process CPU time for the same stages (None on CUDA, where
+    the work is asynchronous); peak_mib: memory peak during the plan."""
+
+    ms: dict[str, float]
+    cpu_ms: dict[str, float] | None
+    peak_mib: float
+    result: object
+
+
+def timed_plan(engine, frames: dict, probe: MemoryProbe) -> Sample:
+    """One timed plan: wall and CPU ms per stage, and the memory peak."""
     timer = WallTimer(engine.device)
-    with probe.window() as peak, timer():
-        result = engine.plan(frames)
+    cpu = None if timer.cuda else cpu_stages()
+    with probe.window() as peak, (staged(engine, cpu) if cpu else nullcontext()):
+        c0 = time.process_time()
+        with timer():
+            result = engine.plan(frames)
+        cpu_plan_ms = (time.process_time() - c0) * 1e3
+    steps = max(1, result.num_generated)
     # the engine's stopwatch has no "scoring" entry when nothing was pruned
     ms = {s: float(result.timings_ms.get(s, 0.0))
           for s in ("preprocess", "vision", "scoring", "prefill", "decode")}
-    ms["decode_per_token"] = ms["decode"] / max(1, result.num_generated)
-    ms["plan"] = timer.ms
-    return ms, peak[0], result
+    ms.update(decode_per_token=ms["decode"] / steps, plan=timer.ms)
+    cpu_ms = None
+    if cpu is not None:
+        cpu_ms = {stage: cpu.own(meter) * 1e3 for stage, meter in
+                  (("vision", "vision"), ("scoring", "pruner"), ("prefill", "prefill"),
+                   ("decode", "decode"))}
+        cpu_ms.update(decode_per_token=cpu_ms["decode"] / steps, plan=cpu_plan_ms)
+    return Sample(ms, cpu_ms, peak[0], result)
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -286,12 +322,16 @@ def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[
         try:
             with _use(engine, cfg):
                 out[i] = count_stage_flops(engine, frames)
-        except (InputError, ConfigError, CheckpointError, NotImplementedError) as e:
+        except (InputError, ConfigError, CheckpointError, NotImplementedError,
+                RuntimeError) as e:
+            # RuntimeError: e.g. the engine rejecting an invalid selection; one broken pruner
+            # must not sink a long run, and the reason lands in bench.json / bench.md
             if cfg.pruner_name == "none":
                 raise
             dead.add(cfg.pruner_name)
-            skipped.append({"pruner": cfg.pruner_name,
-                            "reason": f"cannot run on this input: {type(e).__name__}: {e}"})
+            reason = f"cannot run on this input: {type(e).__name__}: {e}"
+            skipped.append({"pruner": cfg.pruner_name, "reason": reason})
+            print(f"bench: skipping {cfg.pruner_name}: {reason}", file=sys.stderr)
     return {i: v for i, v in out.items() if configs[i].pruner_name not in dead}
 
 
@@ -378,8 +418,11 @@ def _max_rss_mib() -> float | None:
 def _record(cfg: _Config, flops_and_result, samples, inputs) -> dict:
     flops, result = flops_and_result
     text_tokens = int(inputs.input_ids.shape[1]) - result.tokens_total
-    ms = {s: Spread.of([m[s] for m, _, _ in samples]).as_dict() for s in TIMED_STAGES}
-    last = samples[-1][2]
+    ms = {s: Spread.of([x.ms[s] for x in samples]).as_dict() for s in TIMED_STAGES}
+    cpu_ms = None
+    if samples[0].cpu_ms is not None:
+        cpu_ms = {s: Spread.of([x.cpu_ms[s] for x in samples]).as_dict() for s in CPU_STAGES}
+    last = samples[-1].result
     return {
         "pruner": cfg.pruner_name, "ratio": cfg.ratio, "layers": list(cfg.pruner.layers),
         "options": {k: v if isinstance(v, (bool, int, float)) or v is None else str(v)
@@ -390,13 +433,14 @@ def _record(cfg: _Config, flops_and_result, samples, inputs) -> dict:
         "num_generated": last.num_generated,
         "flops": {k: float(v) for k, v in flops.items()},
         "ms": ms,
-        "peak_memory_mib": Spread.of([p for _, p, _ in samples]).as_dict(),
+        "cpu_ms": cpu_ms,
+        "peak_memory_mib": Spread.of([x.peak_mib for x in samples]).as_dict(),
     }
 
 
 def _add_speedups(records: list[dict]) -> None:
-    """speedup (measured medians), speedup_min (best of rounds) and flop_bound_speedup, each
-    versus the ratio-0 baseline.
+    """speedup (wall medians), speedup_min (best of rounds), speedup_cpu (CPU-time medians;
+    None on CUDA) and flop_bound_speedup, each versus the ratio-0 baseline.
 
     Pruners that hook the vision encoder (VisPruner reads its attention) add FLOPs inside the
     vision stage; the input is identical for all records, so the excess over the baseline's
@@ -411,9 +455,15 @@ def _add_speedups(records: list[dict]) -> None:
     for r in records:
         ms, fl = r["ms"], r["flops"]
         # medians are the headline; minima (best of rounds) resist background load
-        for key, stat in (("speedup", "median"), ("speedup_min", "min")):
-            cur = {k: v[stat] for k, v in ms.items()}
-            ref = {k: v[stat] for k, v in bms.items()}
+        for key, stat, cur_ms, ref_ms in (("speedup", "median", ms, bms),
+                                          ("speedup_min", "min", ms, bms),
+                                          ("speedup_cpu", "median", r["cpu_ms"],
+                                           base["cpu_ms"])):
+            if cur_ms is None or ref_ms is None:
+                r[key] = None
+                continue
+            cur = {k: v[stat] for k, v in cur_ms.items()}
+            ref = {k: v[stat] for k, v in ref_ms.items()}
             r[key] = {
                 "prefill": _ratio(ref["prefill"], cur["prefill"]),
                 "prefill_with_scoring": _ratio(ref["prefill"] + ref["scoring"],

@@ -97,7 +97,11 @@ def _configure(engine, point: ScalingPoint) -> None:
 
 def _row(point: ScalingPoint, flops_and_result, prefill_tokens: int, samples) -> dict:
     flops, result = flops_and_result
-    ms = {s: Spread.of([m[s] for m, _, _ in samples]).as_dict() for s in ("vision", "prefill")}
+    ms = {s: Spread.of([x.ms[s] for x in samples]).as_dict() for s in ("vision", "prefill")}
+    cpu_ms = None
+    if samples[0].cpu_ms is not None:
+        cpu_ms = {s: Spread.of([x.cpu_ms[s] for x in samples]).as_dict()
+                  for s in ("vision", "prefill")}
     attn = flops["prefill_attention"]
     return {
         "label": point.label, "views": point.views, "image_size": list(point.image_size),
@@ -106,7 +110,8 @@ def _row(point: ScalingPoint, flops_and_result, prefill_tokens: int, samples) ->
                   "prefill_attention": attn, "prefill_linear": flops["prefill"] - attn},
         "attention_share": attn / flops["prefill"] if flops["prefill"] else None,
         "ms": ms,
-        "peak_memory_mib": Spread.of([p for _, p, _ in samples]).as_dict(),
+        "cpu_ms": cpu_ms,
+        "peak_memory_mib": Spread.of([x.peak_mib for x in samples]).as_dict(),
     }
 
 

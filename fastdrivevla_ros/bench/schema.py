@@ -49,6 +49,8 @@ COMMON_HEADER = {
 
 #: stage wall-clock entries of `ms` (each a SPREAD); decode_per_token = decode / num_generated
 TIMED = ("preprocess", "vision", "scoring", "prefill", "decode", "decode_per_token", "plan")
+#: process CPU-time entries of `cpu_ms` (null on CUDA)
+CPU_TIMED = ("vision", "scoring", "prefill", "decode", "decode_per_token", "plan")
 #: FLOP entries of `flops` (counts, not GFLOPs)
 FLOP_KEYS = ("vision", "pruner", "pruner_in_vision", "prefill", "prefill_attention", "decode",
              "decode_per_token", "other", "total", "total_without_vision")
@@ -66,9 +68,11 @@ BENCH_RECORD = _obj({
     "num_generated": {"type": "integer", "minimum": 1},
     "flops": _obj({k: _NUM for k in FLOP_KEYS}),
     "ms": _obj({k: SPREAD for k in TIMED}),
+    "cpu_ms": {**_obj({k: SPREAD for k in CPU_TIMED}), "type": ["object", "null"]},
     "peak_memory_mib": SPREAD,
     "speedup": _obj({k: _NUM_OR_NULL for k in SPEEDUP_KEYS}),
     "speedup_min": _obj({k: _NUM_OR_NULL for k in SPEEDUP_KEYS}),
+    "speedup_cpu": {**_obj({k: _NUM_OR_NULL for k in SPEEDUP_KEYS}), "type": ["object", "null"]},
     "flop_bound_speedup": _obj({k: _NUM_OR_NULL for k in (
         "prefill", "prefill_with_pruner", "decode_per_token", "total", "total_without_vision")}),
 })
@@ -104,6 +108,7 @@ SCALING_POINT = _obj({
                                      "prefill_linear")}),
     "attention_share": _NUM_OR_NULL,
     "ms": _obj({"vision": SPREAD, "prefill": SPREAD}),
+    "cpu_ms": {**_obj({"vision": SPREAD, "prefill": SPREAD}), "type": ["object", "null"]},
     "peak_memory_mib": SPREAD,
     "superlinearity": _obj({"ms": _NUM_OR_NULL, "flops": _NUM_OR_NULL}),
 })

@@ -45,7 +45,7 @@ def diverse_tokens(features: torch.Tensor, residual: torch.Tensor, keep: int) ->
             return residual[pos]
         a, b = pos[::2], pos[1::2]
         if len(b):
-            similarity = similarity_all[a][:, b].max(dim=-1).values
+            similarity = similarity_all[a[:, None], b[None, :]].max(dim=-1).values
         else:
             similarity = similarity_all.new_zeros(len(a))
         distinct = torch.argsort(similarity, descending=True, stable=True)[drop:]

@@ -70,18 +70,19 @@ class _Stopwatch:
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.device = device
         self.ms: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, stage: str):
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)   # the engine's GPU, also on cuda:N
         t0 = time.perf_counter()
         try:
             yield
         finally:
             if self.cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(self.device)
             self.ms[stage] = self.ms.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
