@@ -17,6 +17,15 @@ SCENE_DIR = Path(os.environ.get("FASTDRIVEVLA_SCENE", REPO.parent / "shared" / "
                                  "nuscenes-scene-0916"))
 
 
+@pytest.fixture
+def one_thread():
+    """Pin one intra-op thread for a test even if the suite's setting was changed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2.5-VL checkpoint written by `make-tiny-model`."""

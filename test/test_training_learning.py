@@ -42,13 +42,6 @@ def _make_images(root, n, seed):
     return root
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_short_training_keeps_90_percent_of_heldout_foreground(tiny_model_dir, tiny_vla,
                                                               tmp_path, one_thread):

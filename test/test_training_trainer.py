@@ -35,14 +35,6 @@ def _args(model, data, masks, out, *extra) -> list[str]:
             "--decoder-layers", "2", "--lr", "1e-3", "--no-progress", *extra]
 
 
-@pytest.fixture
-def one_thread():
-    """Two cores shared by many processes: one intra-op thread is faster and deterministic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_two_steps_write_a_pruner_the_engine_uses_at_half_ratio(tiny_model_dir, tiny_vla,
                                                               scene_dir, scene_masks, tmp_path,
