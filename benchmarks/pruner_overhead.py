@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Scoring overhead (ms) of each peer pruner at the Qwen2.5-VL-3B width, on synthetic tokens.
+"""Scoring overhead (ms) of ReconPruner and each peer pruner at the Qwen2.5-VL-3B width, on
+synthetic tokens.
 
 Two layouts: 6 views x 336 tokens (Impromptu-VLA's 672x392 per camera) and 1 view x 3,249
 tokens (FastDriveVLA's 1596x1596). Everything a method reads is built at the 3B sizes: visual
@@ -150,6 +151,9 @@ def bench_layout(grids, ratio, repeats, device, model, vit) -> dict[str, tuple[f
     ctx0, ctx1 = frame.context(0), frame.context(1)
     ms["random (top-k only)"] = timed(lambda: build_pruner("random").select(ctx0, budgets),
                                       repeats, device)
+    recon = recon_pruner(model, frame, device)
+    ms["recon (ReconPruner, 0.077B)"] = timed(lambda: recon.select(ctx0, budgets), repeats,
+                                              device)
     fastv = build_pruner("fastv", layer=1)
     ms["fastv"] = timed(lambda: fastv.select(ctx1, budgets), repeats, device)
     ms["sparsevlm (3 stages)"] = timed(sparsevlm_stages(frame, totals, budgets), repeats,
@@ -170,6 +174,19 @@ def bench_layout(grids, ratio, repeats, device, model, vit) -> dict[str, tuple[f
     ms["vla_pruner: observe (after decode)"] = timed(lambda: vla.action_attention(record),
                                                      repeats, device)
     return ms
+
+
+def recon_pruner(model, frame: Frame, device):
+    """ReconPruner at 3B width (one full-attention decoder layer + query + scorer, random
+    weights: the cost does not depend on them), attached to the synthetic frame."""
+    from fastdrivevla_ros.pruning.recon import (ReconPruner, ReconPrunerConfig,
+                                                ReconPrunerScorer, layer_config_from_vla)
+
+    scorer = ReconPrunerScorer(untrained=True)
+    scorer.net = ReconPruner(ReconPrunerConfig(layer=layer_config_from_vla(model.config),
+                                               vision={})).eval().to(device)
+    scorer._checked_for = id(frame.harness)     # synthetic model: nothing to check against
+    return scorer
 
 
 def sparsevlm_stages(frame: Frame, totals, final):

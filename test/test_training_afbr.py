@@ -17,7 +17,7 @@ def vla_model(tiny_vla):
     return tiny_vla[0]
 
 
-def _afbr(vla_model, mode="afbr", depth=2, padding="zero"):
+def _afbr(vla_model, mode="afbr", depth=2, padding="learned"):
     from fastdrivevla_ros.pruning.recon import ReconPruner
 
     torch.manual_seed(0)
@@ -132,3 +132,53 @@ def test_foreground_coverage_counts_foreground_in_the_kept_half():
     assert foreground_coverage(torch.tensor([6.0, 5, 4, 3, 2, 1]), fg) == 1.0
     assert foreground_coverage(torch.tensor([1.0, 6, 5, 4, 3, 2]), fg) == 0.5
     assert foreground_coverage(torch.tensor([1.0, 2, 3, 4, 5, 6]), fg) == 0.0
+
+
+def test_decoder_warmup_trains_only_the_decoder_side_on_seeded_random_splits(vla_model):
+    net = _afbr(vla_model)
+    v, image, mask = _batch()
+    out = net(v, image, mask, (2, 3), warmup=torch.Generator().manual_seed(3))
+    out["loss"].backward()
+    assert all(p.grad is None for p in net.pruner.parameters())          # the scorer rests
+    assert net.pad.grad.abs().sum() > 0
+    assert net.decoder.head[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        again = net(v, image, 1 - mask, (2, 3), warmup=torch.Generator().manual_seed(3))
+        other = net(v, image, mask, (2, 3), warmup=torch.Generator().manual_seed(4))
+    loss = float(out["loss"].detach())
+    assert float(again["loss"]) == pytest.approx(loss, rel=1e-6)          # GT mask unused
+    assert float(other["loss"]) != pytest.approx(loss, rel=1e-6)
+
+
+def test_decoder_warmup_targets_exactly_the_tokens_each_branch_gets(vla_model):
+    """With a decoder that copies its input patch, the warm-up loss is zero: the target of each
+    branch is the image where that branch has tokens and zero elsewhere."""
+    net = _afbr(vla_model)
+    v, image, _ = _batch()
+    grid = (2, 3)
+
+    class CopyPatches(torch.nn.Module):     # token i "encodes" its own patch
+        def forward(self, x, positions):
+            present = (x != net.pad).any(-1, keepdim=True).to(x.dtype)
+            return patchify(image.repeat(2, 1, 1, 1)) * present
+
+    net.decoder = CopyPatches()
+    out = net(v, image, torch.zeros_like(image[:, :1]), grid,
+              warmup=torch.Generator().manual_seed(0))
+    assert float(out["mse_fore"]) == 0.0 and float(out["mse_back"]) == 0.0
+
+
+def test_training_schedule_rests_the_scorer_during_the_warmup_then_slows_the_decoder():
+    from fastdrivevla_ros.training.trainer import TrainConfig, lr_lambdas
+
+    cfg = TrainConfig(model="m", data="d", out="o", max_steps=110, decoder_warmup_steps=10,
+                      decoder_lr_scale=0.1)
+    pruner, decoder = lr_lambdas(cfg, 110)
+    assert [pruner(s) for s in (0, 9)] == [0.0, 0.0] and [decoder(s) for s in (0, 9)] == [1, 1]
+    assert pruner(10) == 1.0 and decoder(10) == pytest.approx(0.1)
+    assert pruner(60) == pytest.approx(0.5) and decoder(60) == pytest.approx(0.05)   # cosine
+    assert pruner(110) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError, match="decoder_warmup_steps < max_steps"):
+        TrainConfig(model="m", data="d", out="o", max_steps=10, decoder_warmup_steps=10)
+    no_decoder = TrainConfig(model="m", data="d", out="o", mode="mask_prediction")
+    assert no_decoder.decoder_warmup_steps == 0

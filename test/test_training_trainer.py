@@ -32,7 +32,8 @@ def scene_masks(scene_dir, tmp_path_factory):
 def _args(model, data, masks, out, *extra) -> list[str]:
     return ["train-pruner", "--model", str(model), "--data", str(data), "--masks", str(masks),
             "--out", str(out), "--max-pixels", str(128 * 128), "--batch-size", "2",
-            "--decoder-layers", "2", "--lr", "1e-3", "--no-progress", *extra]
+            "--decoder-layers", "2", "--lr", "1e-3", "--decoder-warmup-steps", "3",
+            "--no-progress", *extra]
 
 
 
@@ -44,11 +45,13 @@ def test_two_steps_write_a_pruner_the_engine_uses_at_half_ratio(tiny_model_dir, 
 
     out = tmp_path / "recon"
     assert main(_args(tiny_model_dir, scene_dir, scene_masks, out, "--max-steps", "2",
-                      "--log-every", "1")) == 0
+                      "--log-every", "1", "--decoder-warmup-steps", "1", "--previews", "2")) == 0
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("loss", "loss_fore", "loss_back", "ssim_fore", "mse_back", "fg_fraction", "lr"):
+    assert [r["decoder_warmup"] for r in rows] == [1.0, 0.0]     # decoder warm-up, then AFBR
+    for key in ("loss", "loss_fore", "loss_back", "ssim_fore", "mse_back", "lr"):
         assert all(np.isfinite(r[key]) for r in rows), key
+    assert "fg_fraction" not in rows[0] and 0 <= rows[1]["fg_fraction"] <= 1
     assert (out / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
 
     model, tok, proc = tiny_vla
@@ -59,6 +62,13 @@ def test_two_steps_write_a_pruner_the_engine_uses_at_half_ratio(tiny_model_dir, 
     result = engine.plan({"CAM_FRONT": np.asarray(Image.open(frame).convert("RGB"))})
     view = result.views[0]
     assert len(view.kept) == (view.grid[0] * view.grid[1]) // 2
+
+    # the checkpoint's picture: 2 images x (image | mask | kept | D(V_fore) | D(V_back))
+    rows, cols = view.grid
+    preview = Image.open(out / "previews" / "step-00000002.png")
+    assert preview.size == (5 * cols * 28, 2 * rows * 28)
+    tiles = np.asarray(preview.convert("RGB")).reshape(2, rows * 28, 5, cols * 28, 3)
+    assert tiles[:, 40:, 1].std() > 0 and tiles[:, 40:, 3].std() > 0   # below the labels
 
 
 def _weights(out, step):

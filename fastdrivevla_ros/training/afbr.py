@@ -11,10 +11,24 @@ with I_fore_gt = I ⊙ M_fg and I_back_gt = I ⊙ (1 - M_fg) (pixels outside the
 processor-resized image in [0, 1] and M_fg the foreground mask at that size. Reconstructing the
 background from the low-score tokens is what keeps the scorer from calling everything foreground.
 
-Padding (Eq. 5): the tokens a branch does not get are zeros (`padding='zero'`, the paper's
-"typically zeros") or one learned padding token shared by both branches (`'learned'`, as MAE's mask
-token). Only the ranking of S is used at inference, so the fraction of tokens with S > 0 is a
-training monitor: near 0 or 1 means one branch receives (almost) nothing.
+Padding (Eq. 5): the tokens a branch does not get are one learned padding token shared by both
+branches (`padding='learned'`, the default, as MAE's mask token) or zeros (`'zero'`, the paper's
+"typically zeros"). Only the ranking of S is used at inference, so the fraction of tokens with
+S > 0 is a training monitor: near 0 or 1 means one branch receives (almost) nothing.
+
+Why not zeros, and why a decoder warm-up (measured on the tiny model, see the issue note). The STE
+slope dL/dM~_i = <dL/dV_x,i, V_i - pad> is a linearisation of the decoder's response to token i.
+Qwen's layers RMS-normalise their input, so with zero padding that response is a step at M = 0
+(a token is either absent or, at any scale, fully present): the slope is ~0 where the token is
+present and dominated by 1/sqrt(eps) where it is absent, and its sign agreed with the true
+effect of flipping the token for only 28-51% of tokens. A learned padding token makes the path
+from "absent" to "present" a direction change the slope can see. Two more things keep the
+decoder from solving the task itself (suppressing foreground tokens in the background branch,
+which removes the scorer's incentive, or collapsing to all-background):
+  * `warmup_loss`: before the scorer trains, the decoder learns to reconstruct exactly the tokens
+    it is given, on RANDOM token splits (MAE-style masking; split and target mask are the same);
+  * the trainer then moves the decoder at a smaller learning rate than the scorer (two time
+    scales, as in GAN training), `decoder_lr_scale`.
 
 Ablations (paper Table 2), selected by `mode`:
   'afbr'             the method;
@@ -87,7 +101,7 @@ class AFBRModel(nn.Module):
     outside). forward(v, image, mask, grid) -> dict of losses and monitors."""
 
     def __init__(self, pruner: ReconPruner, decoder: ReconDecoder | None, mode: str = "afbr",
-                 lam: float = 0.2, alpha: float = 0.5, padding: str = "zero"):
+                 lam: float = 0.2, alpha: float = 0.5, padding: str = "learned"):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
@@ -130,12 +144,31 @@ class AFBRModel(nn.Module):
                    loss=self.alpha * fore["loss"] + (1 - self.alpha) * back["loss"])
         return out
 
+    def warmup_loss(self, v: torch.Tensor, image: torch.Tensor, grid: tuple[int, int],
+                    generator: torch.Generator | None = None) -> dict:
+        """Decoder warm-up (no scorer): split the tokens at random (p = 1/2 each) and ask for the
+        pixels of exactly the given tokens in each branch, with the AFBR loss (Eq. 7-8) and the
+        random split as the mask. Teaches D to reconstruct what it receives, so that the scorer's
+        split is what decides the AFBR loss once the scorer trains. Same shapes as `forward`."""
+        if self.decoder is None:
+            raise ConfigError("the decoder warm-up needs a reconstruction decoder")
+        b, n = v.shape[:2]
+        m = (torch.rand(b, n, generator=generator) < 0.5).to(v.device, v.dtype)  # CPU generator
+        positions = grid_position_ids(grid, device=v.device)
+        pred_fore, pred_back = self.forward_decoder(torch.cat(split_tokens(v, m, self.pad)),
+                                                    positions, grid).chunk(2)
+        token_mask = m.reshape(b, 1, *grid).repeat_interleave(PATCH, 2).repeat_interleave(PATCH, 3)
+        return self.forward_loss(pred_fore, pred_back, image, token_mask)
+
     def forward(self, v: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
-                grid: tuple[int, int]) -> dict:
+                grid: tuple[int, int], warmup: torch.Generator | None = None) -> dict:
         """v: [B, N, D]; image: [B, 3, H, W] in [0, 1]; mask: [B, 1, H, W] in {0, 1};
         grid: (rows, cols) with N = rows*cols, H = 28 rows, W = 28 cols.
+        warmup: a generator -> the decoder warm-up loss (`warmup_loss`) instead.
         Returns 'loss' plus monitors: loss terms, 'fg_fraction' (share of tokens with S > 0, to
         catch the all-foreground / all-background collapse), 'scores' [B, N] (detached)."""
+        if warmup is not None:
+            return self.warmup_loss(v, image, grid, warmup)
         positions = grid_position_ids(grid, device=v.device)
         s = self.forward_encoder(v, positions)
         stats = {"fg_fraction": (s > 0).float().mean().detach(), "scores": s.detach()}

@@ -43,9 +43,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "(scores trained on the mask directly)")
     p.add_argument("--lam", type=float, default=0.2, help="SSIM weight λ in Eq. 7")
     p.add_argument("--alpha", type=float, default=0.5, help="foreground weight α in Eq. 8")
-    p.add_argument("--padding", choices=("zero", "learned"), default="zero",
-                   help="what replaces the tokens a branch does not get (Eq. 5): zeros (paper) or "
-                   "a learned padding token")
+    p.add_argument("--padding", choices=("zero", "learned"), default="learned",
+                   help="what replaces the tokens a branch does not get (Eq. 5): a learned "
+                   "padding token (default; MAE's mask token) or zeros (the paper's wording; its "
+                   "straight-through gradient is uninformative behind RMSNorm, see afbr.py)")
+    p.add_argument("--decoder-warmup-steps", type=int, default=200,
+                   help="first optimizer steps train only the decoder, on random token splits, "
+                   "so it reconstructs exactly the tokens it gets before the scorer learns "
+                   "(counted in --max-steps; added to --epochs' steps)")
+    p.add_argument("--decoder-lr-scale", type=float, default=0.1,
+                   help="decoder learning rate / scorer learning rate after the warm-up (a slower "
+                   "decoder cannot take over the scorer's job)")
     p.add_argument("--decoder-layers", type=int, default=6)
     p.add_argument("--decoder-init", choices=("vla", "random"), default="vla",
                    help="initialise the decoder layers from the VLA's first LLM layers")
@@ -65,6 +73,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="cache the frozen encoder's tokens here (safetensors per image)")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers")
+    p.add_argument("--previews", type=int, default=4, metavar="N",
+                   help="at every checkpoint, draw N images (held-out first) as image | mask | "
+                   "kept tokens | both reconstructions into OUT/previews/step-N.png; 0: none")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -7,6 +7,7 @@ Output directory (`--out`):
     decoder/                         the reconstruction decoder (for inspection / fine-tuning)
     checkpoints/step-00000500/       full training state (safetensors + JSON, no pickle)
     train_log.jsonl                  one line per log interval: loss terms, fg_fraction, lr
+    previews/step-N.png              image | GT mask | kept top 50% | D(V_fore) | D(V_back)
     eval.json                        held-out foreground coverage (if --val-fraction > 0)
 A rerun with the same --out resumes from the newest complete checkpoint at the same step, data
 order included (seeded sampler + skipped batches).
@@ -48,7 +49,9 @@ class TrainConfig:
     mode: str = "afbr"
     lam: float = 0.2
     alpha: float = 0.5
-    padding: str = "zero"
+    padding: str = "learned"
+    decoder_warmup_steps: int = 200       # first steps train only the decoder (random splits)
+    decoder_lr_scale: float = 0.1         # decoder lr / scorer lr after the warm-up
     decoder_layers: int = 6
     decoder_init: str = "vla"
     init_layer: int = 0
@@ -63,6 +66,7 @@ class TrainConfig:
     feature_cache: str | None = None
     num_workers: int = 0
     progress: bool = True
+    previews: int = 4                     # images in OUT/previews/step-N.png (0: none)
 
     def __post_init__(self):
         from fastdrivevla_ros.training.afbr import MODES
@@ -76,17 +80,40 @@ class TrainConfig:
             "max_steps >= 1": self.max_steps is None or self.max_steps >= 1,
             "until_step >= 1": self.until_step is None or self.until_step >= 1,
             "warmup_steps >= 0": self.warmup_steps >= 0,
+            "decoder_warmup_steps >= 0": self.decoder_warmup_steps >= 0,
+            "0 <= decoder_lr_scale <= 10": 0 <= self.decoder_lr_scale <= 10,
             f"mode in {MODES}": self.mode in MODES,
             "decoder_init in (vla, random)": self.decoder_init in ("vla", "random"),
             "padding in (zero, learned)": self.padding in ("zero", "learned"),
             "mixed_precision in (no, fp16, bf16)": self.mixed_precision in ("no", "fp16", "bf16"),
             "0 <= val_fraction < 1": 0 <= self.val_fraction < 1,
+            "0 <= previews <= 16": 0 <= self.previews <= 16,
         }
+        if self.mode == "mask_prediction":
+            self.decoder_warmup_steps = 0     # no decoder to warm up
+        if self.max_steps is not None and self.decoder_warmup_steps >= self.max_steps:
+            checks["decoder_warmup_steps < max_steps"] = False
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid training settings; need {', '.join(bad)}")
         if self.image_size is not None:
             self.image_size = tuple(int(v) for v in self.image_size)
+
+
+def lr_lambdas(cfg: TrainConfig, total_steps: int):
+    """Learning-rate factors (pruner, decoder side) per optimizer step: during the decoder warm-up
+    the pruner rests and the decoder trains at the full lr; afterwards both follow one cosine
+    schedule (with cfg.warmup_steps of linear warm-up), the decoder scaled by decoder_lr_scale."""
+    w, ramp = cfg.decoder_warmup_steps, cfg.warmup_steps
+
+    def after(step: int) -> float:      # transformers' cosine-with-warmup, from step w on
+        step -= w
+        if step < ramp:
+            return step / max(1, ramp)
+        progress = (step - ramp) / max(1, total_steps - w - ramp)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return [lambda step: 0.0 if step < w else after(step),
+            lambda step: 1.0 if step < w else cfg.decoder_lr_scale * after(step)]
 
 
 # ---------------------------------------------------------------------------- state files
@@ -129,11 +156,15 @@ def _checkpoints(out: Path) -> list[Path]:
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator
-        from accelerate.utils import DataLoaderConfiguration, set_seed
+        from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs,
+                                      set_seed)
 
         self.cfg, self.out = cfg, Path(cfg.out)
         self.acc = Accelerator(
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+            # the decoder warm-up leaves the pruner out of the graph
+            kwargs_handlers=[DistributedDataParallelKwargs(
+                find_unused_parameters=cfg.decoder_warmup_steps > 0)],
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
                                                       data_seed=cfg.seed))
         set_seed(cfg.seed)
@@ -148,7 +179,6 @@ class Trainer:
                                                     find_pairs, split_pairs)
         from fastdrivevla_ros.training.decoder import ReconDecoder
         from fastdrivevla_ros.vla.loading import load_vla
-        from transformers import get_cosine_schedule_with_warmup
 
         cfg = self.cfg
         pairs, unmasked = find_pairs(cfg.data, list(cfg.masks))
@@ -176,16 +206,46 @@ class Trainer:
         net = AFBRModel(pruner.float(), decoder.float() if decoder else None, cfg.mode,
                         cfg.lam, cfg.alpha, cfg.padding)
         dataset = ImageMaskDataset(self.train_pairs, processor, cfg.max_pixels, cfg.image_size)
+        self.preview_batch = self._preview_batch(
+            ImageMaskDataset(self.val_pairs or self.train_pairs, processor, cfg.max_pixels,
+                             cfg.image_size))
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
                                              collate_fn=collate, num_workers=cfg.num_workers)
-        optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad],
-                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # group 0: the pruner (scorer); group 1: the decoder side (decoder + padding token)
+        decoder_side = [p for n, p in net.named_parameters() if not n.startswith("pruner.")]
+        groups = [{"params": list(net.pruner.parameters())}]
+        if decoder_side:
+            groups.append({"params": decoder_side})
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.net, self.optimizer, self.loader = self.acc.prepare(net, optimizer, loader)
         per_epoch = math.ceil(len(self.loader) / cfg.grad_accum)
-        self.total_steps = cfg.max_steps or cfg.epochs * per_epoch
-        self.epochs = max(cfg.epochs, math.ceil(self.total_steps / per_epoch))
-        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.warmup_steps,
-                                                         self.total_steps)
+        self.total_steps = cfg.max_steps or cfg.epochs * per_epoch + cfg.decoder_warmup_steps
+        self.epochs = math.ceil(self.total_steps / per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambdas(cfg, self.total_steps)[:len(groups)])
+        self.warmup_generator = torch.Generator()
+
+    def _preview_batch(self, dataset) -> dict | None:
+        """The first `previews` images (held-out ones if any) that share the first one's grid."""
+        from fastdrivevla_ros.training.data import collate
+
+        if not self.cfg.previews:
+            return None
+        items = [dataset[i] for i in range(min(len(dataset), 4 * self.cfg.previews))]
+        same = [it for it in items if torch.equal(it["grid_thw"], items[0]["grid_thw"])]
+        return collate(same[:self.cfg.previews])
+
+    def save_preview(self, net) -> Path | None:
+        from fastdrivevla_ros.training.preview import save_preview
+
+        if self.preview_batch is None:
+            return None
+        b = self.preview_batch
+        grid = tuple(int(x) // 2 for x in b["grid_thw"][0, 1:].tolist())
+        v = self.vision(b, self.acc.device).float()
+        dev = self.acc.device
+        return save_preview(net, v, b["image"].to(dev), b["mask"].to(dev), grid, b["keys"],
+                            self.out / "previews" / f"step-{self.step:08d}.png")
 
     # --------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path | None:
@@ -212,6 +272,7 @@ class Trainer:
             for old in _checkpoints(self.out)[:-self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             self.export(net)
+            self.save_preview(net)
         self.acc.wait_for_everyone()
         return final
 
@@ -275,10 +336,13 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
                 window.append(stats)
-                if self.step % cfg.log_every == 0 or self.step == stop:
+                if (self.step % cfg.log_every == 0 or self.step == stop
+                        or self.step == cfg.decoder_warmup_steps):   # rows never mix phases
                     row = self.log_row(window)
                     window = []
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", fg=f"{row['fg_fraction']:.2f}")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}",
+                                    fg=f"{row.get('fg_fraction', float('nan')):.2f}",
+                                    phase="decoder warm-up" if row["decoder_warmup"] else "afbr")
                 if self.step % cfg.save_every == 0 or self.step == stop:
                     self.save_checkpoint()
                 if self.step >= stop:
@@ -300,8 +364,12 @@ class Trainer:
         """One micro-batch; returns the detached stats when an optimizer step was taken."""
         v = self.vision(batch, self.acc.device)
         grid = tuple(int(x) // 2 for x in batch["grid_thw"][0, 1:].tolist())
+        warmup = self.step < self.cfg.decoder_warmup_steps
         with self.acc.accumulate(self.net):
-            out = self.net(v, batch["image"], batch["mask"], grid)
+            if warmup:    # seeded per step: a resumed run draws the same random splits
+                self.warmup_generator.manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            out = self.net(v, batch["image"], batch["mask"], grid,
+                           self.warmup_generator if warmup else None)
             self.acc.backward(out["loss"])
             if self.acc.sync_gradients and self.cfg.max_grad_norm > 0:
                 self.acc.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
@@ -314,6 +382,7 @@ class Trainer:
         from fastdrivevla_ros.training.afbr import token_foreground
 
         stats = {k: float(v.detach()) for k, v in out.items() if k != "scores" and v.ndim == 0}
+        stats["decoder_warmup"] = float(warmup)
         stats["gt_fg_fraction"] = float((token_foreground(batch["mask"]) > 0.5).float().mean())
         return stats
 
@@ -322,12 +391,13 @@ class Trainer:
         keys = sorted(window[0])
         local = torch.tensor([[s[k] for k in keys] for s in window], device=self.acc.device)
         mean = self.acc.reduce(local.mean(0), reduction="mean").tolist()
-        row = {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
-               **dict(zip(keys, mean))}
+        lrs = self.scheduler.get_last_lr()
+        row = {"step": self.step, "epoch": self.epoch, "lr": lrs[0],
+               **({"lr_decoder": lrs[1]} if len(lrs) > 1 else {}), **dict(zip(keys, mean))}
         if self.acc.is_main_process:
             with open(self.out / "train_log.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            fg = row["fg_fraction"]
+            fg = row.get("fg_fraction", 0.5)   # absent during the decoder warm-up
             if fg < COLLAPSE_LOW or fg > COLLAPSE_HIGH:
                 self.log_text(f"step {self.step}: {fg:.1%} of tokens scored foreground, the "
                               "scorer is collapsing (all-" +

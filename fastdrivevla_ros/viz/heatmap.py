@@ -64,7 +64,8 @@ def token_overlay(view: ViewResult, alpha: float = 0.45, dim: float = 0.25) -> n
     return (out * 255).round().astype(np.uint8)
 
 
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
+def label_tile(tile: np.ndarray, text: str) -> np.ndarray:
+    """The tile with `text` in white on a black box at its top left."""
     im = Image.fromarray(tile)
     draw = ImageDraw.Draw(im)
     draw.rectangle([0, 0, 7 * len(text) + 8, 16], fill=(0, 0, 0))
@@ -90,7 +91,7 @@ def mosaic(views: list[ViewResult], tile_size: tuple[int, int] = (336, 196)) -> 
                 text = f"{cam} {v.num_kept}/{v.num_tokens}"
             else:
                 tile, text = np.full((h, w, 3), 64, np.uint8), f"{cam} not used"
-            tiles.append(_label(tile, text))
+            tiles.append(label_tile(tile, text))
         rows.append(np.concatenate(tiles, axis=1))
     return np.concatenate(rows, axis=0)
 
