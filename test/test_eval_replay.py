@@ -220,6 +220,28 @@ def test_cli_replay_then_report_compares_runs(bag, tiny_model_dir, unpruned_run,
     assert main(["replay", str(bag), "--out", str(tmp_path / "x")]) == 2   # no --model
 
 
+def test_cli_replay_uses_the_per_camera_budgets_search_budgets_wrote(bag, tiny_model_dir,
+                                                                     tmp_path):
+    from fastdrivevla_ros.cli import main
+
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("/**:\n  ros__parameters:\n    pruner: tfps\n"
+                       "    cameras: [CAM_FRONT, CAM_BACK]\n    view_ratios: [0.25, 0.75]\n")
+    common = ["--model", str(tiny_model_dir), "--pruner", "random", "--limit", "1",
+              "--max-pixels", "3136", "--max-new-tokens", "2", "--no-constrained",
+              "--no-progress"]
+    out = tmp_path / "budgets"
+    assert main(["replay", str(bag), "--out", str(out), "--budgets", str(budgets), *common]) == 0
+    views = _lines(out)[0]["views"]
+    assert [v["camera"] for v in views] == ["CAM_FRONT", "CAM_BACK"]
+    n = [v["grid"][0] * v["grid"][1] for v in views]
+    assert [len(v["kept"]) for v in views] == [int(n[0] * 0.75), int(n[1] * 0.25)]
+    assert main(["replay", str(bag), "--out", str(tmp_path / "both"), "--budgets", str(budgets),
+                 "--view-ratios", "0.5", *common]) == 2                 # one source only
+    assert main(["replay", str(bag), "--out", str(tmp_path / "count"), "--view-ratios", "0.5",
+                 "0.5", *common]) == 2                                # 2 ratios, 1 camera
+
+
 def test_an_unusable_image_stops_the_run_or_is_recorded_as_an_error(scene_dir, tiny_vla,
                                                                      tmp_path):
     from fastdrivevla_ros.data.nuscenes_bag import convert

@@ -442,6 +442,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruner", default="none")
     p.add_argument("--pruning-ratio", type=float, default=0.0)
     p.add_argument("--pruner-weights", help="pruner weights directory (e.g. ReconPruner)")
+    p.add_argument("--view-ratios", type=float, nargs="+", metavar="P",
+                   help="per-camera pruning ratios in --cameras order (Prune2Drive budgets; "
+                   "replace --pruning-ratio per view)")
+    p.add_argument("--budgets", metavar="YAML",
+                   help="parameter file written by `fastdrivevla search-budgets` (or the node's "
+                   "YAML): its `cameras` and `view_ratios` are used")
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     p.add_argument("--shard", default="0/1", help="evaluate shard i of n (0-based), e.g. 1/4")
     p.add_argument("--limit", type=int, help="only the first N keyframes of the shard")
@@ -474,8 +480,25 @@ def _image_size(text):
         raise ConfigError(f"--image-size must be WxH, got {text!r}") from None
 
 
+def _view_budgets(args: argparse.Namespace) -> tuple[list[str], list[float] | None]:
+    """(cameras, view_ratios) from --budgets YAML or from --cameras/--view-ratios."""
+    if not args.budgets:
+        return list(args.cameras), args.view_ratios
+    from fastdrivevla_ros.pipeline.params import load_parameter_file
+
+    if args.view_ratios:
+        raise ConfigError("give --view-ratios or --budgets, not both")
+    values = load_parameter_file(args.budgets)
+    cameras, ratios = values.get("cameras"), values.get("view_ratios")
+    if not (isinstance(cameras, list) and isinstance(ratios, list) and ratios):
+        raise ConfigError(f"{args.budgets}: needs `cameras` and `view_ratios` lists (as "
+                          "`fastdrivevla search-budgets` writes them)")
+    return [str(c) for c in cameras], ratios
+
+
 def run(args: argparse.Namespace) -> int:
     engine = None
+    cameras, view_ratios = _view_budgets(args)
     if not args.ground_truth_as_prediction:
         if not args.model:
             raise ConfigError("--model is required (or --ground-truth-as-prediction)")
@@ -485,8 +508,9 @@ def run(args: argparse.Namespace) -> int:
             args.model, dtype=args.dtype, device=args.device,
             attn_implementation=args.attn_implementation, pruner=args.pruner,
             pruner_options={"weights": args.pruner_weights} if args.pruner_weights else None,
-            cameras=tuple(args.cameras), max_pixels=args.max_pixels,
+            cameras=tuple(cameras), max_pixels=args.max_pixels,
             image_size=_image_size(args.image_size), pruning_ratio=args.pruning_ratio,
+            view_ratios=tuple(view_ratios) if view_ratios else None,
             max_new_tokens=args.max_new_tokens, constrained=args.constrained)
     metrics = replay_bag(args.bag, engine, args.out, parse_shard(args.shard), args.limit,
                          gt_as_prediction=args.ground_truth_as_prediction,
