@@ -232,25 +232,28 @@ def write_json(doc: dict, path: Path) -> Path:
     return path
 
 
+def _write_report(doc: dict, out_dir, name: str, validate, markdown, plot,
+                  plot_name: str) -> dict[str, Path]:
+    """Validate `doc`, then write NAME.json, NAME.md and the plot into out_dir."""
+    validate(doc)
+    out = _out_dir(out_dir)
+    md = out / f"{name}.md"
+    md.write_text(markdown(doc))
+    return {"json": write_json(doc, out / f"{name}.json"), "markdown": md,
+            "plot": plot(doc, out / plot_name)}
+
+
 def write_bench(doc: dict, out_dir) -> dict[str, Path]:
     """bench.json, bench.md and prefill_vs_tokens.png in out_dir."""
     from fastdrivevla_ros.bench.schema import validate_bench
 
-    validate_bench(doc)
-    out = _out_dir(out_dir)
-    md = out / "bench.md"
-    md.write_text(bench_markdown(doc))
-    return {"json": write_json(doc, out / "bench.json"), "markdown": md,
-            "plot": plot_prefill_vs_tokens(doc, out / "prefill_vs_tokens.png")}
+    return _write_report(doc, out_dir, "bench", validate_bench, bench_markdown,
+                         plot_prefill_vs_tokens, "prefill_vs_tokens.png")
 
 
 def write_scaling(doc: dict, out_dir) -> dict[str, Path]:
     """scaling.json, scaling.md and scaling.png in out_dir."""
     from fastdrivevla_ros.bench.schema import validate_scaling
 
-    validate_scaling(doc)
-    out = _out_dir(out_dir)
-    md = out / "scaling.md"
-    md.write_text(scaling_markdown(doc))
-    return {"json": write_json(doc, out / "scaling.json"), "markdown": md,
-            "plot": plot_scaling(doc, out / "scaling.png")}
+    return _write_report(doc, out_dir, "scaling", validate_scaling, scaling_markdown,
+                         plot_scaling, "scaling.png")

@@ -133,6 +133,12 @@ class ImageMaskDataset(torch.utils.data.Dataset):
                 "mask": torch.from_numpy(mask)[None].float(), "key": pair.key}
 
 
+def token_grid(grid_thw: torch.Tensor, merge: int = 2) -> tuple[int, int]:
+    """(rows, cols) of LLM visual tokens for one image's processor grid_thw [3] (t, h, w):
+    ViT patches merged merge x merge."""
+    return tuple(int(x) // merge for x in grid_thw[1:].tolist())
+
+
 def collate(items: list[dict]) -> dict:
     """Batch items of ONE token grid (fix the resolution with image_size to mix image sizes)."""
     grids = {tuple(it["grid_thw"].tolist()) for it in items}

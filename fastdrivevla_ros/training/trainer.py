@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from fastdrivevla_ros.errors import CheckpointError, ConfigError, DataError
+from fastdrivevla_ros.training.data import token_grid
 
 COLLAPSE_LOW, COLLAPSE_HIGH = 0.02, 0.98   # share of tokens scored foreground
 
@@ -241,7 +242,7 @@ class Trainer:
         if self.preview_batch is None:
             return None
         b = self.preview_batch
-        grid = tuple(int(x) // 2 for x in b["grid_thw"][0, 1:].tolist())
+        grid = token_grid(b["grid_thw"][0])
         v = self.vision(b, self.acc.device).float()
         dev = self.acc.device
         return save_preview(net, v, b["image"].to(dev), b["mask"].to(dev), grid, b["keys"],
@@ -363,7 +364,7 @@ class Trainer:
     def train_batch(self, batch: dict) -> dict | None:
         """One micro-batch; returns the detached stats when an optimizer step was taken."""
         v = self.vision(batch, self.acc.device)
-        grid = tuple(int(x) // 2 for x in batch["grid_thw"][0, 1:].tolist())
+        grid = token_grid(batch["grid_thw"][0])
         warmup = self.step < self.cfg.decoder_warmup_steps
         with self.acc.accumulate(self.net):
             if warmup:    # seeded per step: a resumed run draws the same random splits
@@ -408,6 +409,7 @@ class Trainer:
     def evaluate(self, ratio: float = 0.5) -> dict:
         """Held-out share of foreground tokens kept by the top-(1 - ratio) scores, against a
         random scorer (expected 1 - ratio). Written to eval.json."""
+        from fastdrivevla_ros.pruning.recon import grid_position_ids
         from fastdrivevla_ros.training.afbr import foreground_coverage, token_foreground
         from fastdrivevla_ros.training.data import ImageMaskDataset, collate
 
@@ -418,9 +420,7 @@ class Trainer:
         ours, rand = [], []
         for item in data:
             batch = collate([item])
-            grid = tuple(int(x) // 2 for x in item["grid_thw"][1:].tolist())
-            from fastdrivevla_ros.pruning.recon import grid_position_ids
-
+            grid = token_grid(item["grid_thw"])
             s = net.pruner(self.vision(batch, self.acc.device),
                            grid_position_ids(grid, device=self.acc.device))[0].cpu()
             fg = token_foreground(batch["mask"])[0] > 0.5
