@@ -3,9 +3,16 @@
 In a ROS 2 workspace the package is built by colcon through CMakeLists.txt (ament_cmake +
 rosidl for msg/); this file serves pip users and CI.
 """
+import re
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+
+# The tested transformers window is defined once, in the package (fastdrivevla_ros/compat.py).
+TRANSFORMERS = re.search(r'^TRANSFORMERS_REQUIREMENT = "([^"]+)"',
+                         (Path(__file__).parent / "fastdrivevla_ros" / "compat.py").read_text(),
+                         re.M).group(1)
 
 setup(
     name="fastdrivevla_ros",
@@ -21,9 +28,10 @@ setup(
                 ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        TRANSFORMERS,
         "tokenizers>=0.21",
         "safetensors>=0.4",
+        "packaging>=20",
         "numpy>=1.24,<2",
         "pillow>=10",
         "pyyaml>=6",

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastdrivevla_ros.compat import cached_keys
 from fastdrivevla_ros.errors import ConfigError, InputError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner, Selection, top_k_indices
 from fastdrivevla_ros.pruning.similarity import max_min_diverse
@@ -189,7 +190,7 @@ class VLAPruner(Pruner):
         if len(rows) == 0:
             return None
         seq = record["sequence"]
-        keys = record["cache"].layers[self.action_layer].keys          # [1, kv, S, d]
+        keys = cached_keys(record["cache"], self.action_layer)          # [1, kv, S, d]
         probs = decode_attention(self.model, self.action_layer, inputs[rows], rows,
                                  int(seq.positions.max()) + 1, keys, len(inputs))
         return _per_view(probs, seq, record["grids"], keys.shape[2] - len(inputs))
