@@ -4,8 +4,8 @@ transformers' KV-cache internals.
 Why the bounds (found by installing each 5.x wheel into a throwaway venv and running the engine,
 pruner, ReconPruner and loading tests against it; see docs/ros.md "transformers window"):
   * 5.24.0 is the first release whose decoder layers and `create_causal_mask` take `cache=`;
-    5.23 and older silently swallow `cache=` into **kwargs, so decoding would ignore the KV
-    cache. (With the old `past_key_values=` name the oldest passing release was 5.20.0.)
+    in 5.23 and older a decoder layer silently swallows `cache=` into **kwargs (nothing is
+    cached). With the old `past_key_values=` name the oldest passing release was 5.20.0.
   * 5.40.0 is the release transformers announces for removing the deprecated names
     (`deprecate_kwarg(..., "5.40.0")` throughout 5.24), the next known breaking one.
 """
