@@ -133,7 +133,8 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
         done = clock()
         if out is None:
             raise RuntimeError(f"plan failed: {diagnostics.last_fault}")
-        recorder.plan(t=done - recorder.t0, stamp=frame.stamp, latency_ms=(done - frame.stamp) * 1e3,
+        recorder.plan(t=done - recorder.t0, stamp=frame.stamp,
+                      latency_ms=(done - frame.stamp) * 1e3,
                       wait_ms=(start - frame.received) * 1e3, process_ms=(done - start) * 1e3,
                       engine_ms=out.result.timings_ms.get("total", 0.0),
                       newest_age_ms=(done - newest["stamp"]) * 1e3, status=out.result.status)

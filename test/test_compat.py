@@ -25,7 +25,8 @@ def test_installed_transformers_is_inside_the_pinned_window():
 
 
 def test_every_install_route_pins_the_same_window():
-    low, high = re.fullmatch(r"transformers>=([\d.]+),<([\d.]+)", TRANSFORMERS_REQUIREMENT).groups()
+    low, high = re.fullmatch(r"transformers>=([\d.]+),<([\d.]+)",
+                             TRANSFORMERS_REQUIREMENT).groups()
     setup = (REPO / "setup.py").read_text()
     assert "TRANSFORMERS," in setup and '"transformers' not in setup     # read, not copied
     dep = [d for d in ET.parse(REPO / "package.xml").getroot().iter("exec_depend")

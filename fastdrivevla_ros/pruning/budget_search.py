@@ -1,4 +1,4 @@
-"""`fastdrivevla search-budgets`: per-view token budgets by TPE (Prune2Drive's view-adaptive rates).
+"""`fastdrivevla search-budgets`: per-view token budgets by TPE (Prune2Drive's per-view rates).
 
 Prune2Drive (`scripts/run_drive_nni.py`, `drive_nni.py`) searches one retention rate
 r_i ~ U[0.1, 1.0] per camera view with a TPE tuner, maximising task quality minus a token
@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "search.json").write_text(json.dumps(
         {"cameras": result.cameras, "lambda": result.lam, "seed": result.seed,
          "objective": "-l2_avg_m / reference_l2_m - lambda * sum(rates)",
-         "reference_l2_m": result.reference_l2_m, "best": asdict(result.best), "view_ratios": result.view_ratios,
+         "reference_l2_m": result.reference_l2_m, "best": asdict(result.best),
+         "view_ratios": result.view_ratios,
          "trials": [asdict(t) for t in result.trials]}, indent=1))
     w, h = engine.settings.image_size or (0, 0)
     settings = {"model": str(args.model), "max_pixels": args.max_pixels, "image_width": w,
