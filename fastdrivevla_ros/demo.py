@@ -67,8 +67,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", default=",".join(CAMERAS),
                    help="comma-separated cameras fed to the model")
     p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def test_replay_with_two_pruners_writes_every_output(bag, tiny_vla, unpruned_run
     assert all(r["tokens_kept"] == 3 and r["tokens_total"] == 6 for r in records)
     assert (m["pruner"], m["pruning_ratio"]) == ("random", 0.5)
     report = (out / "report.md").read_text()
-    assert "| unpruned |" in report and "| random (50% pruned) |" in report and "Rel." in report
+    assert "| unpruned |" in report and "| random, 50% kept |" in report and "Rel." in report
     with Reader(out / "predictions_bag") as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts == {"/planning/predicted/path": KEYFRAMES,
@@ -216,7 +216,7 @@ def test_cli_replay_then_report_compares_runs(bag, tiny_model_dir, unpruned_run,
     assert main(["report", str(unpruned_run[0]), str(out), "--out", str(tmp_path / "cmp"),
                  "--baseline", str(unpruned_run[0])]) == 0
     assert (tmp_path / "cmp" / "metrics_vs_ratio.png").stat().st_size > 0
-    assert "random (75% pruned)" in (tmp_path / "cmp" / "report.md").read_text()
+    assert "random, 25% kept" in (tmp_path / "cmp" / "report.md").read_text()
     assert main(["replay", str(bag), "--out", str(tmp_path / "x")]) == 2   # no --model
 
 

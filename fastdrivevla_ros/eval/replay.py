@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +238,7 @@ def replay_bag(bag, engine, out_dir, shard: tuple[int, int] = (0, 1), limit: int
 
 
 def run_metrics(records: list[dict], spec_like: dict, name: str,
-                 throughput: float | None = None) -> dict:
+                throughput: float | None = None) -> dict:
     """metrics.json content from prediction records (per-sample metrics already inside)."""
     scored = [r["metrics"] for r in records if r.get("metrics")]
     out = summarize(scored, name)
@@ -300,7 +299,7 @@ def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
 
     metrics = run_metrics(records, spec, spec["convention"], throughput)
     write_json(out_dir / METRICS, metrics)
-    write_run_report(out_dir, metrics, baseline)
+    write_run_report(out_dir, metrics, baseline, records)
     return metrics
 
 

@@ -56,8 +56,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
     p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                    help="grammar-constrained decoding (always a well-formed plan)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
     p.add_argument("--out", help="write plan.json and heatmaps here")
     p.add_argument("--list-pruners", action="store_true", help="list pruner names and exit")
 
