@@ -27,7 +27,7 @@ from fastdrivevla_ros.errors import ConfigError, DataError, InputError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample_metrics, \
     summarize
 from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, \
-    manifest_differences, open_run_folder, write_json
+    manifest_differences, naming, open_run_folder, write_json
 
 PREDICTIONS, METRICS = "predictions.jsonl", "metrics.json"
 GT_PRUNER = "ground_truth"
@@ -79,7 +79,7 @@ class PredictionStore:
         if record["token"] in self.records:
             raise DataError(f"sample {record['token']} is already in {self.path}")
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
+        with naming(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -231,10 +231,11 @@ def planned_manifest(bag, cfg: ReplayConfig, gt_mode: bool) -> dict:
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.data.bag_reader import BagFrames
     from fastdrivevla_ros.eval.replay import headline, replay_bag
-    from fastdrivevla_ros.eval.run_folder import check_resumable
+    from fastdrivevla_ros.eval.run_folder import check_not_busy, check_resumable
 
     cfg = resolve(args)
     len(BagFrames(args.bag))                       # a missing or broken bag fails now
+    check_not_busy(args.out)
     check_resumable(args.out, planned_manifest(args.bag, cfg, args.ground_truth_as_prediction))
     engine = None
     if not args.ground_truth_as_prediction:

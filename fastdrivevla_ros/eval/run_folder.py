@@ -41,12 +41,25 @@ def _json_safe(value):
     return value
 
 
+@contextmanager
+def naming(path):
+    """OSErrors inside the block name `path` (a failed write() alone does not say which file:
+    a user told 'No space left on device' must also learn where)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
 def write_json(path: Path, data) -> None:
     """Atomic write (temp file + rename): a full disk leaves the old file, never half a one."""
     tmp = Path(path).with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
-        os.replace(tmp, path)
+        with naming(path):
+            tmp.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -119,6 +132,26 @@ def check_resumable(run_dir, manifest: dict) -> None:
                           "--out")
 
 
+def _busy(run_dir: Path) -> ConfigError:
+    return ConfigError(f"{run_dir} is being written by another replay (lock {run_dir / LOCK} "
+                       "is held); wait for it to finish or use another --out")
+
+
+def check_not_busy(run_dir) -> None:
+    """Raise ConfigError if another process holds the folder's lock (a cheap early check)."""
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    if not (run_dir / LOCK).exists():
+        return
+    lock = FileLock(run_dir / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _busy(run_dir) from None
+    lock.release()
+
+
 @contextmanager
 def open_run_folder(run_dir, manifest: dict):
     """Create/lock `run_dir`, check or write its manifest; undo a creation on failure.
@@ -135,8 +168,7 @@ def open_run_folder(run_dir, manifest: dict):
     try:
         lock.acquire()
     except Timeout:
-        raise ConfigError(f"{run_dir} is being written by another replay (lock {run_dir / LOCK} "
-                          "is held); wait for it to finish or use another --out") from None
+        raise _busy(run_dir) from None
     try:
         check_resumable(run_dir, manifest)        # the other writer may have just started
         if read_manifest(run_dir) is None:
