@@ -237,7 +237,7 @@ def test_cli_replay_uses_the_per_camera_budgets_search_budgets_wrote(bag, tiny_m
     n = [v["grid"][0] * v["grid"][1] for v in views]
     assert [len(v["kept"]) for v in views] == [int(n[0] * 0.75), int(n[1] * 0.25)]
     assert main(["replay", str(bag), "--out", str(tmp_path / "both"), "--budgets", str(budgets),
-                 "--view-ratios", "0.5", *common]) == 2                 # one source only
+                 "--view-ratios", "0.5", *common]) == 2     # the flag wins: 1 ratio, 2 cameras
     assert main(["replay", str(bag), "--out", str(tmp_path / "count"), "--view-ratios", "0.5",
                  "0.5", *common]) == 2                                # 2 ratios, 1 camera
 

@@ -394,7 +394,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="scene names (default: all in the version)")
     p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS,
                    metavar="CAM", help="cameras whose images get masks")
-    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the dataroot, .jpg replaced by .png>")
+    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the "
+                   "dataroot, .jpg replaced by .png>")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
     p.add_argument("--overlays", default=None, metavar="DIR",
                    help="also write half-size tinted previews here (same layout)")

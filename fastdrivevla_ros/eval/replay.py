@@ -315,7 +315,7 @@ def _check_same_run(runs: list[tuple[dict, PredictionStore]], run_dirs: list) ->
     """Shards of one evaluation: manifests equal except the shard index (and convention)."""
     first = runs[0][0]
     for (m, _), d in zip(runs[1:], run_dirs[1:]):
-        diff = [x for x in manifest_differences(first | {"shard": None}, m | {"shard": None})]
+        diff = manifest_differences(first | {"shard": None}, m | {"shard": None})
         if m.get("convention") != first.get("convention"):
             diff.append(f"convention: {first.get('convention')!r} != {m.get('convention')!r}")
         if diff:

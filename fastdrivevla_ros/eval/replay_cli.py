@@ -105,7 +105,6 @@ class ReplayConfig:
     model: str | None
     engine: dict = field(default_factory=dict)      # DrivingVLA.from_pretrained keywords
     pruner_options: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)     # setting -> "flag" | YAML path | "default"
 
 
 def resolve(args: argparse.Namespace) -> ReplayConfig:
@@ -115,9 +114,9 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
     shard = parse_shard(args.shard)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    values, sources = _layered(args)
+    values = _layered(args)
     if args.ground_truth_as_prediction:
-        return ReplayConfig(shard, values["model"], sources=sources)
+        return ReplayConfig(shard, values["model"])
     if not values["model"]:
         raise ConfigError("--model is required (or --ground-truth-as-prediction)")
     _check_path(values["model"], "--model", may_be_hub_id=True)
@@ -133,24 +132,17 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
               "view_ratios": tuple(values["view_ratios"]) if values["view_ratios"] else None,
               "max_new_tokens": values["max_new_tokens"], "constrained": values["constrained"]}
     _check_engine(engine)
-    return ReplayConfig(shard, values["model"], engine, options, sources)
+    return ReplayConfig(shard, values["model"], engine, options)
 
 
-def _layered(args) -> tuple[dict, dict]:
-    """(values, where each came from): flag, then the YAML, then REPLAY_DEFAULTS."""
+def _layered(args) -> dict:
+    """Each setting from its flag, else the --budgets YAML, else REPLAY_DEFAULTS."""
     flags = {k: getattr(args, k) for k in REPLAY_DEFAULTS if k != "image_size"}
     flags["image_size"] = parse_size(args.image_size)
-    if args.budgets and args.view_ratios is not None:
-        raise ConfigError("give --view-ratios or --budgets, not both")
     yaml_values = _yaml_settings(args.budgets) if args.budgets else {}
-    values, sources = {}, {}
-    for key, default in REPLAY_DEFAULTS.items():
-        for source, layer in (("flag", flags), (args.budgets, yaml_values)):
-            if layer.get(key) is not None:
-                values[key], sources[key] = layer[key], source
-                break
-        else:
-            values[key], sources[key] = default, "default"
+    values = {key: next((layer[key] for layer in (flags, yaml_values)
+                         if layer.get(key) is not None), default)
+              for key, default in REPLAY_DEFAULTS.items()}
     if values["dtype"] == "auto" or values["device"] == "auto":
         from fastdrivevla_ros.pipeline.params import resolve_device
 
@@ -160,7 +152,7 @@ def _layered(args) -> tuple[dict, dict]:
     from fastdrivevla_ros.pipeline.params import SPECS
 
     SPECS["device"].check(values["device"])
-    return values, sources
+    return values
 
 
 def _yaml_settings(path) -> dict:

@@ -48,7 +48,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Qwen2.5-VL checkpoint directory or hub id")
     p.add_argument("--image", action="append", default=[], metavar="CAMERA=PATH",
                    help="a camera image; repeat per camera (its cameras feed the model)")
-    p.add_argument("--history", help="past ego states 'x,y[,v];...' oldest first, ego frame; write --history=... when it starts with '-'")
+    p.add_argument("--history", help="past ego states 'x,y[,v];...' oldest first, ego frame; "
+                   "write --history=... when it starts with '-'")
     p.add_argument("--pruner", default="none",
                    help="pruner name (--list-pruners); needs --pruning-ratio > 0")
     p.add_argument("--pruner-weights", help="pruner weights directory (e.g. for recon)")
