@@ -412,8 +412,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "scenes present in the dataroot (default: every scene)")
     p.add_argument("--scenes", nargs="+", default=None, metavar="NAME",
                    help="scene names (with --split: each must be in it; default: all)")
-    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS)
-    p.add_argument("--out", required=True, help="mask folder (OUT/<image rel path>.png)")
+    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS,
+                   metavar="CAM", help="cameras whose images get masks")
+    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the "
+                   "dataroot, .jpg replaced by .png>")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
     p.add_argument("--overlays", default=None, metavar="DIR",
                    help="also write half-size tinted previews here (same layout)")
@@ -435,7 +437,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only every K-th keyframe of each scene (previews, subsets)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="process every N-th image starting at I (parallel runs)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from typing import TYPE_CHECKING
 
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pruning.base import Pruner
+
+if TYPE_CHECKING:       # listing names must not import torch (fast --help)
+    from fastdrivevla_ros.pruning.base import Pruner
 
 PRUNERS: dict[str, str] = {
     "none": "fastdrivevla_ros.pruning.basic:NoPruner",
@@ -39,3 +43,21 @@ def build_pruner(name: str, **options) -> Pruner:
         return cls(**options)
     except TypeError as e:
         raise ConfigError(f"bad options for pruner {name!r}: {e}") from e
+
+
+def check_pruner(name: str, options: dict | None = None) -> None:
+    """Raise ConfigError for an unknown pruner or options its constructor does not take,
+    without building it (commands check this before loading a model)."""
+    cls = pruner_class(name)
+    try:
+        inspect.signature(cls).bind(**(options or {}))
+    except TypeError as e:
+        raise ConfigError(f"bad options for pruner {name!r}: {e}") from None
+
+
+def require_pruning(name: str, ratio: float, view_ratios=None) -> None:
+    """A pruner asked to prune nothing is a mistake, not a silent unpruned run."""
+    if not pruner_class(name).keeps_all and not ratio and not any(view_ratios or ()):
+        raise ConfigError(f"pruner {name!r} with pruning ratio 0 and no per-view ratios prunes "
+                          "nothing; give --pruning-ratio P (0 < P < 1), per-view ratios, or "
+                          "--pruner none")
