@@ -87,6 +87,13 @@ def test_plan_argument_mistakes_fail_before_any_model_load(extra, message, tiny_
     assert code == 2 and message in err, err
 
 
+def test_demo_argument_mistakes_fail_before_anything_is_built(tmp_path, no_model_load, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--pruner", "fastv", "--pruning-ratio", "0"]) == 2
+    assert "prunes nothing" in capsys.readouterr().err
+    assert not out.exists()                    # no tiny model was built either
+
+
 def _configured(name: str):
     parser = build_parser()
     sub = next(a for a in parser._subparsers._group_actions).choices[name]
