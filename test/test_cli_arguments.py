@@ -53,6 +53,8 @@ REPLAY_MISTAKES = [
     (["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "/no/such/dir"],
      "--pruner-weights /no/such/dir: no such file"),
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--baseline", "/no/such/run"], "no metrics.json in /no/such/run"),
+    (["--device", "gpu"], "'gpu' is not a device"),
 ]
 
 
@@ -70,6 +72,13 @@ def test_replay_checks_the_bag_before_loading_the_model(tiny_model_dir, tmp_path
                                                         capsys):
     code = main(["replay", str(tmp_path / "nobag"), "--model", str(tiny_model_dir), "--out",
                  str(tmp_path / "run")])
+    assert code == 2 and "not a ROS 2 bag directory" in capsys.readouterr().err
+
+
+def test_search_budgets_checks_the_bag_before_loading_the_model(tiny_model_dir, tmp_path,
+                                                                no_model_load, capsys):
+    code = main(["search-budgets", str(tmp_path / "nobag"), "--model", str(tiny_model_dir),
+                 "--out", str(tmp_path / "s")])
     assert code == 2 and "not a ROS 2 bag directory" in capsys.readouterr().err
 
 
