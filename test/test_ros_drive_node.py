@@ -16,9 +16,11 @@
 
 Runs where ROS 2 is installed and the package is built (colcon test in the ros:humble /
 ros:jazzy CI); skipped elsewhere. It publishes six JPEG CompressedImages with one stamp,
-expects a PlannedTrajectory, per-camera heatmaps and the mosaic, changes pruning_ratio at
-runtime through the parameter service (a bad value must be refused with a reason), and checks
-that a bad configuration makes the node exit with a clear message.
+expects a PlannedTrajectory, per-camera heatmaps and the mosaic, sends a corrupt set (a
+warning on /rosout) and then changes pruning_ratio at runtime through the parameter service (an
+info; a bad value must be refused with a reason) and expects plans to continue: rclpy refuses a
+logging call site that changes severity, which once stopped planning after the first warning.
+It also checks that a bad configuration makes the node exit with a clear message.
 """
 
 import io
@@ -39,6 +41,7 @@ pytest.importorskip('fastdrivevla_ros.msg', reason='fastdrivevla_ros is not buil
 
 import launch  # noqa: E402, I100
 from launch_ros.actions import Node  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -99,7 +102,7 @@ class Harness:
     def __init__(self):
         self.node = rclpy.create_node('fastdrivevla_drive_test')
         self.lock = threading.Lock()
-        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': []}
+        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': [], 'rosout': []}
         self.published_stamps = set()
         self.images = {cam: jpeg(i) for i, cam in enumerate(CAMERAS)}
         self.pubs = {cam: self.node.create_publisher(
@@ -110,6 +113,7 @@ class Harness:
                                       lambda m: self._got('heatmap', m), 10)
         self.node.create_subscription(Image, '/planner/heatmap/mosaic',
                                       lambda m: self._got('mosaic', m), 10)
+        self.node.create_subscription(Log, '/rosout', self._on_rosout, 100)
         self.param_client = self.node.create_client(SetParameters,
                                                     '/fastdrivevla_drive/set_parameters')
         self.executor = SingleThreadedExecutor()
@@ -121,20 +125,25 @@ class Harness:
         with self.lock:
             self.received[key].append(msg)
 
-    def publish_set(self):
+    def _on_rosout(self, msg):
+        if msg.name.endswith('fastdrivevla_drive'):
+            self._got('rosout', (msg.level, msg.msg))
+
+    def publish_set(self, corrupt: str = ''):
         stamp = self.node.get_clock().now().to_msg()
         self.published_stamps.add((stamp.sec, stamp.nanosec))
         for cam, pub in self.pubs.items():
+            data = b'not a jpeg' if cam == corrupt else self.images[cam]
             pub.publish(CompressedImage(header=Header(stamp=stamp, frame_id=cam),
-                                        format='jpeg', data=self.images[cam]))
+                                        format='jpeg', data=data))
 
-    def wait_for(self, predicate, timeout: float) -> bool:
+    def wait_for(self, predicate, timeout: float, corrupt: str = '') -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 if predicate(self.received):
                     return True
-            self.publish_set()
+            self.publish_set(corrupt)
             time.sleep(0.5)
         return False
 
@@ -152,6 +161,13 @@ class Harness:
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+WARN, INFO = 30, 20          # rcl_interfaces/msg/Log levels
+
+
+def logged(received, level: int, text: str) -> bool:
+    return any(lvl == level and text in msg for lvl, msg in received['rosout'])
 
 
 @pytest.mark.launch(fixture=drive_launch)
@@ -174,6 +190,9 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert len(heatmap.data) == heatmap.step * heatmap.height
         assert (mosaic.encoding, mosaic.height, mosaic.width) == ('bgr8', 392, 1008)
 
+        # a warning (corrupt image), then an info (runtime change): planning must go on
+        assert harness.wait_for(lambda r: logged(r, WARN, 'frame dropped: CAM_BACK'), 60.0,
+                                corrupt='CAM_BACK'), 'the corrupt set was not reported'
         refused = harness.set_parameter('pruning_ratio', 1.5)
         assert not refused.successful and 'pruning_ratio' in refused.reason
         accepted = harness.set_parameter('pruning_ratio', 0.75)
@@ -181,6 +200,12 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert harness.wait_for(lambda r: any(abs(t.pruning_ratio - 0.75) < 1e-6
                                               for t in r['trajectory']), 120.0), \
             'no plan at the new pruning_ratio 0.75'
+        assert harness.wait_for(lambda r: logged(r, INFO, 'applied'), 30.0)
+        with harness.lock:
+            count = len(harness.received['trajectory'])
+        assert harness.wait_for(lambda r: len(r['trajectory']) > count + 1, 120.0), \
+            'planning stopped after a warning followed by an info'
+        assert not any('severity cannot be changed' in m for _, m in harness.received['rosout'])
     finally:
         harness.close()
         rclpy.shutdown()

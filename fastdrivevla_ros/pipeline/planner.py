@@ -31,6 +31,7 @@ from typing import Any, Callable
 from fastdrivevla_ros.errors import FastDriveError, InputError
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
 from fastdrivevla_ros.pipeline.images import decode_image_message
+from fastdrivevla_ros.pipeline.log import Log
 from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
 from fastdrivevla_ros.vla.prompt import EgoHistory
@@ -39,7 +40,6 @@ import numpy as np
 
 # runtime parameters that DrivingVLA.configure applies
 ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'max_new_tokens')
-Log = Callable[[str, str], None]     # (level 'info'|'warn'|'error', message)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
 from fastdrivevla_ros.pipeline.ego import EgoHistoryBuffer
+from fastdrivevla_ros.pipeline.log import leveled_log
 from fastdrivevla_ros.pipeline.params import (
     check_update, descriptor_fields, NODE_NAME, NodeConfig, PARAMETERS, SPECS,
     validate_config)
@@ -94,7 +95,8 @@ class DriveNode(Node):
         self._last_odom_stamp = float('-inf')
         self._make_publishers()
         self.service = PlannerService(cfg, self.diagnostics, clock=self._now_s,
-                                      history=self.ego.history_at, log=self._log)
+                                      history=self.ego.history_at,
+                                      log=leveled_log(self.get_logger()))
         self.worker = LatestSetWorker(self._plan_and_publish, cfg.max_staleness_s,
                                       clock=self._now_s, on_error=self._on_worker_error,
                                       on_stale=self._on_stale)
@@ -176,10 +178,6 @@ class DriveNode(Node):
     # ------------------------------------------------------------------ callbacks
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _log(self, level: str, message: str) -> None:
-        logger = self.get_logger()
-        {'info': logger.info, 'warn': logger.warning, 'error': logger.error}[level](message)
 
     def _on_camera_message(self, msg, camera: str) -> None:
         self.diagnostics.camera_message(camera, self._now_s())
