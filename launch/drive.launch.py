@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch the fastdrivevla drive node (and RViz).
+"""
+Launch the fastdrivevla drive node (and RViz).
 
   ros2 launch fastdrivevla_ros drive.launch.py model:=/models/impromptu-vla
       pruner:=recon pruner_weights:=/models/reconpruner pruning_ratio:=0.75 rviz:=true

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay a converted bag through the drive node and score it like the offline replay.
+"""
+Replay a converted bag through the drive node and score it like the offline replay.
 
   ros2 launch fastdrivevla_ros replay.launch.py bag:=out/scene-0916_bag
       model:=/models/impromptu-vla pruner:=recon pruning_ratio:=0.5 output_dir:=out/ros_eval

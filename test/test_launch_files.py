@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch files, RViz layout, package.xml and CMakeLists.txt checked without ROS.
+"""
+Launch files, RViz layout, package.xml and CMakeLists.txt checked without ROS.
 
 Each test would fail on a real packaging mistake: a launch argument the node does not have, an
 executable that is not installed, an RViz topic nobody publishes, a message dependency missing
@@ -251,3 +252,17 @@ def test_launch_helpers_import_nothing_heavy():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == '[]'
+
+
+def test_ros_tests_run_where_torch_is_absent(cmake):
+    """Run the colcon-registered tests without torch (ROS machines): conftest must not need it."""
+    import subprocess
+    import sys
+
+    tests = re.findall(r'test/test_\w+\.py', cmake)
+    code = ('import sys; sys.modules["torch"] = None; import pytest; '
+            f'sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-k", "not torch_is_absent", '
+            f'*{tests!r}]))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

@@ -82,7 +82,7 @@ def test_info_warning_error_in_any_order_all_reach_the_logger():
 
 
 def jpeg_message(seed: int, data: bytes = b''):
-    """A CompressedImage-shaped message of a 320x180 JPEG (or of `data` when given)."""
+    """Build a CompressedImage-shaped message of a 320x180 JPEG (or of `data` if given)."""
     if not data:
         rng = np.random.default_rng(seed)
         buf = io.BytesIO()

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Output message fields, built into rosbags typestore classes (which mirror ROS messages).
+"""
+Output message fields, built into rosbags typestore classes (which mirror ROS messages).
 
 Every builder's dict must name only real fields of the Humble and Jazzy definitions, and must
 survive a CDR round trip, so the drive node's messages are right before ROS ever runs them.

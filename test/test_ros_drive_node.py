@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""launch_pytest: the drive node with the tiny model plans from six synchronised cameras.
+"""
+launch_pytest: the drive node with the tiny model plans from six synchronised cameras.
 
 Runs where ROS 2 is installed and the package is built (colcon test in the ros:humble /
 ros:jazzy CI); skipped elsewhere. It publishes six JPEG CompressedImages with one stamp,

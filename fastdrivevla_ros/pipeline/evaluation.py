@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Live-replay evaluation: match published plans to the bag's ground truth, ROS-free.
+"""
+Live-replay evaluation: match published plans to the bag's ground truth, ROS-free.
 
 The replay evaluator node feeds every PlanningGroundTruth it hears (from `ros2 bag play`) and
 every PlannedTrajectory the drive node publishes into a StreamEvaluator, which pairs them by
@@ -51,7 +52,8 @@ class Keyframe:
 
 
 def result_from_trajectory(fields: dict) -> dict:
-    """Return a PlanResult.to_json()-shaped dict of PlannedTrajectory fields.
+    """
+    Return a PlanResult.to_json()-shaped dict of PlannedTrajectory fields.
 
     `fields` has the shape messages.trajectory_fields builds (waypoints as {'x', 'y', 'z'}).
     """
@@ -72,7 +74,8 @@ def result_from_trajectory(fields: dict) -> dict:
 
 
 class StreamEvaluator:
-    """Pair plans with keyframes as they stream in; write the replay run files at the end.
+    """
+    Pair plans with keyframes as they stream in; write the replay run files at the end.
 
     out_dir: run directory (created; must not hold another run's predictions);
     tolerance_s: max |plan stamp - keyframe stamp|; convention: metric convention name;

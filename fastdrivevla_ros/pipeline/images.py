@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Camera payloads -> HxWx3 uint8 RGB, and RGB -> bgr8 image fields, with clear InputErrors.
+"""
+Camera payloads -> HxWx3 uint8 RGB, and RGB -> bgr8 image fields, with clear InputErrors.
 
 sensor_msgs/CompressedImage (JPEG/PNG bytes) is decoded with Pillow, which refuses truncated
 files instead of returning half an image; sensor_msgs/Image is read straight from its buffer
@@ -59,7 +60,8 @@ def _check_size(width: int, height: int, camera: str) -> None:
 
 
 def decode_compressed(data: bytes, fmt: str = '', camera: str = 'camera') -> np.ndarray:
-    """Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
+    """
+    Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
 
     `fmt` is the message's format string ('jpeg', 'png', 'bgr8; jpeg compressed bgr8'); only
     its codec part is used, as a check: the bytes themselves decide how they are decoded.

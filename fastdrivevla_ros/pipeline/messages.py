@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""PlanResult -> plain field dicts of the node's output messages (ROS-free).
+"""
+PlanResult -> plain field dicts of the node's output messages (ROS-free).
 
 Each builder returns nested dicts/lists shaped exactly like the ROS message (field names and
 nesting), so ros/conversions.py fills rclpy messages with rosidl_runtime_py.set_message_fields
@@ -87,7 +88,8 @@ def trajectory_fields(result: PlanResult, stamp_ns: int, frame_id: str,
 
 
 def path_fields(result: PlanResult, stamp_ns: int, frame_id: str) -> dict[str, Any]:
-    """nav_msgs/Path from the ego origin through the waypoints (empty unless status is ok).
+    """
+    nav_msgs/Path from the ego origin through the waypoints (empty unless status is ok).
 
     Each pose faces along its segment so RViz arrows show the heading.
     """

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Every drive-node parameter, declared once: type, default, range, description, mutability.
+"""
+Every drive-node parameter, declared once: type, default, range, description, mutability.
 
 One table serves three places: rclpy ParameterDescriptors (ros/drive_node.py), validation of
 config/drive.yaml (`load_parameter_file`) and `ros2 param set` at runtime (`check_update`), so a
@@ -305,7 +306,8 @@ def validate_config(values: dict[str, Any] | None = None) -> NodeConfig:
 
 
 def check_update(config: NodeConfig, changes: dict[str, Any]) -> NodeConfig:
-    """Validate a runtime change (`ros2 param set`); return the new config or raise ConfigError.
+    """
+    Validate a runtime change (`ros2 param set`); return the new config or raise ConfigError.
 
     Names outside the table (use_sim_time, qos overrides) are ignored: other parts of the node
     own them.
@@ -339,7 +341,8 @@ def descriptor_fields(spec: ParamSpec) -> dict[str, Any]:
 
 
 def launch_value(name: str, text: str) -> Any:
-    """Convert launch argument text for parameter `name` (or use_sim_time) to a checked value.
+    """
+    Convert launch argument text for parameter `name` (or use_sim_time) to a checked value.
 
     `pruning_ratio:=0` becomes 0.0 here, so launch users need not know ROS' int/double rule.
     Imports nothing heavy: it runs inside `ros2 launch`.
@@ -371,7 +374,8 @@ def _unknown(name: str) -> str:
 
 
 def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """Read a ROS 2 parameter YAML (`/**:` or `NODE:` -> `ros__parameters:`) for `node_name`.
+    """
+    Read a ROS 2 parameter YAML (`/**:` or `NODE:` -> `ros__parameters:`) for `node_name`.
 
     Returns the raw values (validate with validate_config); raises ConfigError on a file that
     ROS would not accept as a parameter file for this node.

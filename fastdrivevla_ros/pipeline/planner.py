@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The planning step the drive node's worker thread runs, ROS-free.
+"""
+The planning step the drive node's worker thread runs, ROS-free.
 
 PlannerService owns the DrivingVLA: it loads it (tracking 'loading' / 'ready' / 'failed'),
 applies runtime parameter changes between frames (never during one), decodes a FrameSet, plans,
@@ -74,7 +75,8 @@ def _is_cuda_oom(error: BaseException) -> bool:
 
 
 class PlannerService:
-    """Engine owner for the worker thread.
+    """
+    Engine owner for the worker thread.
 
     clock: seconds on the same time base as frame stamps (the node's ROS clock);
     history: stamp (s) -> EgoHistory or None (standing start);

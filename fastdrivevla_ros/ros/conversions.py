@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS messages <-> core types, at the boundary only.
+"""
+ROS messages <-> core types, at the boundary only.
 
 The field dicts come from fastdrivevla_ros.pipeline.messages (tested ROS-free against the
 message definitions); here they become rclpy messages, explicitly per type so a reader sees

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The drive node: six synchronised cameras in, a planned trajectory and token heatmaps out.
+"""
+The drive node: six synchronised cameras in, a planned trajectory and token heatmaps out.
 
 Thin on purpose: parameters come from pipeline.params, the worker from pipeline.worker, planning
 and fault handling from pipeline.planner, message fields from pipeline.messages. This module

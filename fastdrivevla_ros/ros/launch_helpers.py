@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch pieces shared by launch/drive.launch.py and launch/replay.launch.py.
+"""
+Launch pieces shared by launch/drive.launch.py and launch/replay.launch.py.
 
 The drive node reads params_file (default: the package's config/drive.yaml); a launch argument
 overrides one of its parameters only when it is given (its default '' keeps the file's

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay evaluator node: scores the drive node's plans against the bag's ground truth.
+"""
+Replay evaluator node: scores the drive node's plans against the bag's ground truth.
 
 Run by launch/replay.launch.py next to `ros2 bag play --clock` and the drive node. It hears
 every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTrajectory from the
