@@ -19,8 +19,9 @@ Launch the fastdrivevla drive node (and RViz).
       pruner:=recon pruner_weights:=/models/reconpruner pruning_ratio:=0.75 rviz:=true
 (one command line)
 
-Arguments: model, pruner, pruner_weights, pruning_ratio, camera_namespace, device,
-use_sim_time (each overrides params_file only when given), params_file (default: the
+Arguments: model, pruner, pruner_weights, untrained, pruner_options, pruning_ratio,
+camera_namespace, device, use_sim_time (each overrides params_file only when given),
+params_file (default: the
 package's config/drive.yaml), rviz (true|false). `ros2 param set /fastdrivevla_drive
 pruning_ratio 0.6` changes the ratio while it runs.
 """

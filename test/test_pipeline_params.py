@@ -126,7 +126,7 @@ def test_descriptors_carry_ranges_choices_and_read_only():
 
 def test_engine_kwargs_resolve_auto_device_and_dtype_on_cpu():
     config = validate_config({'model': 'm', 'device': 'cpu', 'image_width': 1596,
-                              'image_height': 1596, 'pruner_weights': '/w'})
+                              'image_height': 1596, 'pruner': 'recon', 'pruner_weights': '/w'})
     kwargs = config.engine_kwargs()
     assert kwargs['dtype'] == 'float32' and kwargs['image_size'] == (1596, 1596)
     assert kwargs['pruner_options'] == {'weights': '/w'}
@@ -148,3 +148,27 @@ def test_docs_parameter_table_lists_every_parameter_with_its_default():
             default = str(default).lower()
         row = f'| `{spec.name}` | {spec.kind} | `{default}` |'
         assert row in docs, f'docs/ros.md parameter table is out of date for {spec.name}'
+
+
+def test_learned_pruner_needs_weights_or_the_explicit_untrained_switch():
+    with pytest.raises(ConfigError, match="pruner 'recon' is learned: give its trained weights"):
+        validate_config({'model': 'm', 'pruner': 'recon'})
+    with pytest.raises(ConfigError, match='not both'):
+        validate_config({'model': 'm', 'pruner': 'recon', 'pruner_weights': '/w',
+                         'untrained': True})
+    with pytest.raises(ConfigError, match="'random' is not learned"):
+        validate_config({'model': 'm', 'pruner': 'random', 'untrained': True})
+    untrained = validate_config({'model': 'm', 'pruner': 'recon', 'untrained': True})
+    assert untrained.engine_kwargs()['pruner_options'] == {'untrained': True}
+
+
+def test_pruner_options_reach_the_pruner_and_unknown_names_are_refused():
+    fastv = validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layer": 3}'})
+    assert fastv.engine_kwargs()['pruner_options'] == {'layer': 3}
+    split = validate_config({'model': 'm', 'pruner': 'vispruner',
+                             'pruner_options': '{"important_ratio": 0.3}'})
+    assert split.engine_kwargs()['pruner_options'] == {'important_ratio': 0.3}
+    with pytest.raises(ConfigError, match="'fastv' has no option layr; it takes: layer"):
+        validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layr": 3}'})
+    with pytest.raises(ConfigError, match='not valid JSON'):
+        validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{layer: 3}'})

@@ -151,8 +151,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(safetensors only; `fastdrivevla make-tiny-model DIR` writes a test model)'),
     ParamSpec('pruner', 'none', 'visual-token pruner name (`fastdrivevla plan --list-pruners`)',
               choices=_pruner_names),
-    ParamSpec('pruner_weights', '', 'pruner weights directory (e.g. a trained ReconPruner); '
+    ParamSpec('pruner_weights', '', 'trained weights directory of a learned pruner (recon); '
               "'' = none"),
+    ParamSpec('untrained', False, 'run a learned pruner (recon) without weights: random scores, '
+              'for smoke tests and timing only (a learned pruner needs this or pruner_weights)'),
+    ParamSpec('pruner_options', '', 'JSON object of pruner constructor options, e.g. '
+              '\'{"layer": 3}\' (fastv) or \'{"important_ratio": 0.3}\' (vispruner); '
+              "'' = defaults"),
     ParamSpec('pruning_ratio', 0.5, 'fraction of visual tokens pruned per view '
               '(K = floor(N * (1 - ratio)) kept); changeable at runtime',
               low=0.0, high=0.99, runtime=True),
@@ -243,14 +248,20 @@ class NodeConfig:
         dtype = self.dtype
         if dtype == 'auto':
             dtype = 'bfloat16' if device.startswith('cuda') else 'float32'
-        options = {'weights': self.pruner_weights} if self.pruner_weights else {}
         return {'dtype': dtype, 'device': device,
                 'attn_implementation': self.attn_implementation, 'pruner': self.pruner,
-                'pruner_options': options, 'cameras': tuple(self.cameras),
+                'pruner_options': self.pruner_options_dict(), 'cameras': tuple(self.cameras),
                 'max_pixels': self.max_pixels, 'image_size': self.image_size,
                 'pruning_ratio': self.pruning_ratio, 'view_ratios': self.view_ratios,
                 'max_new_tokens': self.max_new_tokens,
                 'constrained': self.constrained}
+
+    def pruner_options_dict(self) -> dict[str, Any]:
+        """Return the pruner's checked constructor options (weights / untrained included)."""
+        from fastdrivevla_ros.pruning.registry import pruner_options
+
+        return pruner_options(self.pruner, self.pruner_options, self.pruner_weights,
+                              self.untrained)
 
     def topic(self, camera: str) -> str:
         """Return the camera's input topic, e.g. /cameras/CAM_FRONT/image_rect/compressed."""
@@ -275,6 +286,11 @@ def _cross_field_problems(values: dict[str, Any]) -> list[str]:
     if values['pruner'] == 'mask_oracle':
         problems.append('pruner: mask_oracle needs ground-truth foreground masks, which a live '
                         'node does not have; use it in offline replay')
+    else:
+        try:
+            NodeConfig(values).pruner_options_dict()
+        except ConfigError as e:
+            problems.append(f'pruner: {e}')
     ratios = values['view_ratios']
     if ratios is not None and len(ratios) != len(values['cameras']):
         problems.append(f'view_ratios: {len(ratios)} ratios for {len(values["cameras"])} '

@@ -59,12 +59,10 @@ def build_engine(config: NodeConfig, log: Log):
     """Load the DrivingVLA the parameters describe (slow: reads the checkpoint)."""
     from fastdrivevla_ros.vla.engine import DrivingVLA
 
-    engine = DrivingVLA.from_pretrained(config.model, **config.engine_kwargs())
-    if not config.pruner_weights and hasattr(engine.pruner, 'attach'):
-        # a learned pruner without weights: size it for this model, untrained (as the demo)
-        log('warn', f'pruner {config.pruner!r} has no pruner_weights: using it UNTRAINED')
-        engine.pruner.attach(engine.model)
-    return engine
+    if config.untrained:
+        log('warn', f'pruner {config.pruner!r} runs UNTRAINED (random scores): for smoke tests '
+                    'and timing, not for driving; set pruner_weights for a trained one')
+    return DrivingVLA.from_pretrained(config.model, **config.engine_kwargs())
 
 
 def _is_cuda_oom(error: BaseException) -> bool:

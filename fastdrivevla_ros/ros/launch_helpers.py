@@ -34,6 +34,8 @@ NODE_ARGUMENTS = (
     ('model', 'Qwen2.5-VL checkpoint directory or hub id'),
     ('pruner', 'visual-token pruner (fastdrivevla plan --list-pruners)'),
     ('pruner_weights', 'trained pruner weights directory'),
+    ('untrained', 'true: a learned pruner (recon) without weights, random scores (tests)'),
+    ('pruner_options', 'pruner options as a JSON object, e.g. {"layer": 3} for fastv'),
     ('pruning_ratio', 'fraction of visual tokens pruned, [0.0, 0.99]'),
     ('camera_namespace', 'camera topics: NAMESPACE/CAMERA/image_rect/compressed'),
     ('device', 'auto | cpu | cuda | cuda:N'),
