@@ -266,3 +266,32 @@ def test_ros_tests_run_where_torch_is_absent(cmake):
     run = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def install_commands(cmake: str) -> list[str]:
+    """Return the text of every install(...) command in CMakeLists.txt, comments removed."""
+    code = '\n'.join(line.split('#')[0] for line in cmake.splitlines())
+    return [' '.join(m.split()) for m in re.findall(r'install\(([^)]*)\)', code)]
+
+
+def test_colcon_install_has_the_fastdrivevla_command_and_the_demo_data(cmake):
+    """docs/ros.md's recipe runs `fastdrivevla make-tiny-model` / `demo` in a colcon install."""
+    import subprocess
+    import sys
+
+    commands = install_commands(cmake)
+    assert 'PROGRAMS scripts/fastdrivevla DESTINATION bin' in commands
+    assert any('scripts/fastdrivevla' in c and c.endswith('DESTINATION lib/${PROJECT_NAME}')
+               for c in commands)
+    setup = (REPO / 'setup.py').read_text()
+    entry = re.search(r'"fastdrivevla = ([\w.]+):main"', setup).group(1)
+    script = REPO / 'scripts' / 'fastdrivevla'
+    assert f'from {entry} import main' in script.read_text()
+    assert script.stat().st_mode & 0o111
+    # every package_data glob of setup.py is installed next to the Python modules
+    for pattern in re.findall(r'"(\w+)/\*"', re.search(r'package_data=\{[^}]*\}', setup)[0]):
+        assert f'DIRECTORY ${{PROJECT_NAME}}/{pattern} DESTINATION ' \
+               '${PYTHON_INSTALL_DIR}/${PROJECT_NAME}' in commands, pattern
+    run = subprocess.run([sys.executable, str(script), '--help'], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and 'make-tiny-model' in run.stdout, run.stderr
