@@ -28,7 +28,8 @@ import xml.etree.ElementTree as ElementTree
 
 from fastdrivevla_ros.data import topics
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pipeline.params import launch_value, load_parameter_file, SPECS
+from fastdrivevla_ros.pipeline.params import (
+    launch_value, load_parameter_file, NodeConfig, SPECS)
 from fastdrivevla_ros.vla.prompt import CAMERAS
 import pytest
 import yaml
@@ -146,6 +147,12 @@ def test_rviz_layout_shows_what_the_node_publishes_in_its_frame():
     manager = config['Visualization Manager']
     drive = load_parameter_file(REPO / 'config' / 'drive.yaml')
     assert manager['Global Options']['Fixed Frame'] == drive['ego_frame']
+    # nothing else publishes TF live: the node's static ego_frame -> plan_frame makes the fixed
+    # frame exist (RViz: "Fixed Frame [base_link] does not exist" otherwise)
+    assert drive['plan_frame'] and drive['plan_frame'] != drive['ego_frame']
+    node = (REPO / 'fastdrivevla_ros' / 'ros' / 'drive_node.py').read_text()
+    assert 'StaticTransformBroadcaster(self)' in node
+    assert 'static_transform_fields(self.config.ego_frame, self.config.plan_frame' in node
     published = published_topics()
     wanted = {'rviz_default_plugins/Image': 'Image', 'rviz_default_plugins/Path': 'Path',
               'rviz_default_plugins/MarkerArray': 'MarkerArray'}
@@ -181,7 +188,8 @@ def test_every_ros_package_imported_is_declared(package_xml):
     tests = runtime | declared(package_xml, 'test_depend')
     local = {'fastdrivevla_ros', '__future__'}
     stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time'}
-    third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil'}
+    third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil',
+                   'tf2_ros': 'tf2_ros_py', 'cv_bridge': 'cv_bridge'}
     for path in ROS_CODE + sorted((REPO / 'test').glob('test_ros_*.py')):
         for node in ast.walk(parse(path)):
             if isinstance(node, ast.Import):
@@ -230,12 +238,14 @@ def test_cmake_follows_the_verified_single_package_layout(cmake):
 
 
 def test_default_topics_match_the_converted_bags():
-    values = load_parameter_file(REPO / 'config' / 'drive.yaml')
-    base = f"{values['camera_namespace']}/CAM_FRONT/{values['camera_image_name']}"
-    assert values['image_transport'] == 'compressed'
-    assert base + '/compressed' == topics.camera_image('CAM_FRONT')
-    assert values['odom_topic'] == topics.ODOMETRY
-    assert values['ego_status_topic'] == topics.EGO_STATUS
+    """Relative names (so __ns moves inputs with outputs) resolve to the bags' topics at /."""
+    config = NodeConfig(load_parameter_file(REPO / 'config' / 'drive.yaml'))   # no torch
+    assert config.image_transport == 'compressed'
+    for topic in (config.topic('CAM_FRONT'), config.odom_topic, config.ego_status_topic):
+        assert not topic.startswith('/'), f'{topic} is absolute: __ns would not move it'
+    assert '/' + config.topic('CAM_FRONT') == topics.camera_image('CAM_FRONT')
+    assert '/' + config.odom_topic == topics.ODOMETRY
+    assert '/' + config.ego_status_topic == topics.EGO_STATUS
     evaluator = (REPO / 'fastdrivevla_ros' / 'ros' / 'replay_evaluator_node.py').read_text()
     assert f"'{topics.GROUND_TRUTH.lstrip('/')}'" in evaluator
 

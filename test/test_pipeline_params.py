@@ -19,7 +19,8 @@ from pathlib import Path
 
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pipeline.params import (
-    check_update, descriptor_fields, load_parameter_file, PARAMETERS, SPECS, validate_config)
+    check_update, descriptor_fields, load_parameter_file, PARAMETERS, RuntimeUpdates, SPECS,
+    validate_config)
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_shipped_drive_yaml_lists_every_parameter_and_validates():
     assert '# view_ratios: [' in (REPO / 'config' / 'drive.yaml').read_text()
     config = validate_config(values | {'model': '/models/impromptu-vla'})
     assert config.pruning_ratio == values['pruning_ratio']
-    assert config.topic('CAM_FRONT') == '/cameras/CAM_FRONT/image_rect/compressed'
+    assert config.topic('CAM_FRONT') == 'cameras/CAM_FRONT/image_rect/compressed'
 
 
 def test_shipped_drive_yaml_without_model_fails_with_actionable_message():
@@ -172,3 +173,31 @@ def test_pruner_options_reach_the_pruner_and_unknown_names_are_refused():
         validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layr": 3}'})
     with pytest.raises(ConfigError, match='not valid JSON'):
         validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{layer: 3}'})
+
+
+@pytest.mark.parametrize('post_set', [True, False], ids=['jazzy', 'humble'])
+def test_runtime_changes_are_validated_then_applied_once_set(post_set):
+    """Jazzy applies in its post-set callback (after ROS set the value); Humble in on-set."""
+    applied = []
+    updates = RuntimeUpdates(validate_config({'model': 'm'}), applied.append, post_set)
+    assert 'outside' in updates.on_set({'pruning_ratio': 1.5})
+    assert 'cannot change while the node runs' in updates.on_set({'pruner': 'random'})
+    assert applied == [] and updates.config.pruning_ratio == 0.5
+    assert updates.on_set({'pruning_ratio': 0.75, 'use_sim_time': True}) is None
+    if post_set:
+        assert applied == []                  # another on-set callback may still refuse it
+        updates.post_set({'pruning_ratio': 0.75, 'use_sim_time': True})
+    assert [c.pruning_ratio for c in applied] == [0.75]
+    assert updates.config.pruning_ratio == 0.75
+
+
+def test_input_topics_are_relative_so_a_namespace_moves_them():
+    config = validate_config({'model': 'm'})
+    assert config.topic('CAM_FRONT') == 'cameras/CAM_FRONT/image_rect/compressed'
+    assert not config.odom_topic.startswith('/') and not config.ego_status_topic.startswith('/')
+    raw = validate_config({'model': 'm', 'camera_namespace': '', 'image_transport': 'raw'})
+    assert raw.topic('CAM_BACK') == 'CAM_BACK/image_rect'
+    absolute = validate_config({'model': 'm', 'camera_namespace': '/car1/cameras'})
+    assert absolute.topic('CAM_BACK') == '/car1/cameras/CAM_BACK/image_rect/compressed'
+    with pytest.raises(ConfigError, match='not a tf2 frame id'):
+        validate_config({'model': 'm', 'plan_frame': '/fastdrivevla_plan'})

@@ -54,6 +54,13 @@ def header_fields(stamp_ns: int, frame_id: str) -> dict[str, Any]:
     return {'stamp': time_fields(stamp_ns), 'frame_id': frame_id}
 
 
+def static_transform_fields(parent: str, child: str, stamp_ns: int = 0) -> dict[str, Any]:
+    """Return geometry_msgs/TransformStamped fields of the identity `parent` -> `child`."""
+    return {'header': header_fields(stamp_ns, parent), 'child_frame_id': child,
+            'transform': {'translation': {'x': 0.0, 'y': 0.0, 'z': 0.0},
+                          'rotation': {'x': 0.0, 'y': 0.0, 'z': 0.0, 'w': 1.0}}}
+
+
 def _point(x: float, y: float, z: float = 0.0) -> dict[str, float]:
     return {'x': float(x), 'y': float(y), 'z': float(z)}
 

@@ -60,6 +60,12 @@ def _topic_problem(value: str) -> str | None:
     return None
 
 
+def _frame_problem(value: str) -> str | None:
+    if value.startswith('/') or not _TOPIC.match(value):
+        return f'{value!r} is not a tf2 frame id (no leading slash)'
+    return None
+
+
 def _device_problem(value: str) -> str | None:
     if not _DEVICE.match(value):
         return f'{value!r} is not a device; use auto, cpu, cuda or cuda:N'
@@ -182,22 +188,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     # inputs
-    ParamSpec('camera_namespace', '/cameras', 'camera topics are '
-              'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming)',
-              problem=_topic_problem),
+    ParamSpec('camera_namespace', 'cameras', 'camera topics are '
+              'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming); relative '
+              "names resolve in the node's namespace (__ns:=/car1 -> /car1/cameras/...)",
+              problem=lambda v: _topic_problem(v) if v else None),
     ParamSpec('camera_image_name', 'image_rect', 'base image topic name under each camera',
               problem=_topic_problem),
     ParamSpec('image_transport', 'compressed', 'camera message type: compressed '
               '(sensor_msgs/CompressedImage on .../compressed) or raw (sensor_msgs/Image)',
               choices=('compressed', 'raw')),
-    ParamSpec('odom_topic', '/ego/odometry', "nav_msgs/Odometry giving the prompt's past "
+    ParamSpec('odom_topic', 'ego/odometry', "nav_msgs/Odometry giving the prompt's past "
               "positions ('' = none: the prompt says standing still)",
               problem=lambda v: _topic_problem(v) if v else None),
-    ParamSpec('ego_status_topic', '/ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
+    ParamSpec('ego_status_topic', 'ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
               "acceleration and steering for the prompt ('' = derive from odometry)",
               problem=lambda v: _topic_problem(v) if v else None),
     ParamSpec('ego_frame', 'base_link', 'frame_id of the published plan (ego frame at the '
               'source frame time)', problem=lambda v: None if v else 'must not be empty'),
+    ParamSpec('plan_frame', 'fastdrivevla_plan', 'child frame published as a static identity '
+              'transform under ego_frame, so ego_frame exists in TF and RViz (fixed frame '
+              "base_link) shows the plan even when nothing else publishes TF ('' = no TF)",
+              problem=lambda v: _frame_problem(v) if v else None),
     ParamSpec('sync_slop_s', 0.06, 'ApproximateTimeSynchronizer slop: max stamp spread of one '
               'camera set (nuScenes cameras spread ~40 ms)', low=0.001, high=1.0),
     ParamSpec('sync_queue_size', 5, 'ApproximateTimeSynchronizer queue per camera (keep small: '
@@ -264,8 +275,10 @@ class NodeConfig:
                               self.untrained)
 
     def topic(self, camera: str) -> str:
-        """Return the camera's input topic, e.g. /cameras/CAM_FRONT/image_rect/compressed."""
-        base = f'{self.camera_namespace.rstrip("/")}/{camera}/{self.camera_image_name}'
+        """Return the camera's input topic, e.g. cameras/CAM_FRONT/image_rect/compressed."""
+        ns = self.camera_namespace
+        base = f'{ns.rstrip("/")}/{camera}' if ns else camera
+        base = f'{base}/{self.camera_image_name}'
         return base + '/compressed' if self.image_transport == 'compressed' else base
 
 
@@ -340,6 +353,38 @@ def check_update(config: NodeConfig, changes: dict[str, Any]) -> NodeConfig:
     if problems:
         raise ConfigError('; '.join(problems))
     return NodeConfig(merged)
+
+
+class RuntimeUpdates:
+    """
+    `ros2 param set` in two steps: validate every change, apply it once ROS has set it.
+
+    Jazzy calls on-set callbacks to validate and post-set callbacks after the values are set
+    (`post_set=True`: `apply` runs from `post_set`). Humble has on-set callbacks only, so there
+    `on_set` applies the change right after it validated.
+    apply: receives the new NodeConfig.
+    """
+
+    def __init__(self, config: NodeConfig, apply: Callable[[NodeConfig], None], post_set: bool):
+        self.config, self.apply, self.post_set_available = config, apply, post_set
+
+    def on_set(self, changes: dict[str, Any]) -> str | None:
+        """Validate `changes` (name -> value); return why they are refused, or None."""
+        try:
+            new = check_update(self.config, changes)
+        except ConfigError as e:
+            return str(e)
+        if not self.post_set_available:
+            self._commit(new)
+        return None
+
+    def post_set(self, changes: dict[str, Any]) -> None:
+        """Apply changes ROS has set (validated by `on_set` before)."""
+        self._commit(check_update(self.config, changes))
+
+    def _commit(self, new: NodeConfig) -> None:
+        self.config = new
+        self.apply(new)
 
 
 def descriptor_fields(spec: ParamSpec) -> dict[str, Any]:

@@ -190,3 +190,29 @@ class LatestSetWorker(Generic[T]):
             callback(*args)
         except Exception:  # noqa: B902 - a logging callback must not kill the worker
             pass
+
+
+class OutputGate:
+    """
+    Let outputs through only while open; `close()` waits for one in progress, then refuses.
+
+    LatestSetWorker.close() waits a bounded time for the plan in progress (a CPU plan can take
+    longer); when that plan finishes after the node was destroyed, its publish must not run.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open = True
+
+    def run(self, output: Callable[[], Any]) -> bool:
+        """Call `output()` unless closed; return whether it ran."""
+        with self._lock:
+            if not self._open:
+                return False
+            output()
+            return True
+
+    def close(self) -> None:
+        """Refuse every later output (after the one running, if any)."""
+        with self._lock:
+            self._open = False
