@@ -33,6 +33,21 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
+try:        # optional: the numpy path in pipeline.images is the fallback
+    from cv_bridge import CvBridge
+except Exception as e:  # noqa: B902 - ImportError, or its binary module failing under NumPy 2
+    CvBridge, CV_BRIDGE_PROBLEM = None, f'{type(e).__name__}: {e}'
+else:
+    CV_BRIDGE_PROBLEM = ''
+
+
+def raw_image_converter():
+    """Return cv_bridge's sensor_msgs/Image -> rgb8 array converter, or None without cv_bridge."""
+    if CvBridge is None:
+        return None
+    bridge = CvBridge()
+    return lambda msg: bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
+
 
 def stamp_ns(stamp) -> int:
     """Return a builtin_interfaces/Time as integer nanoseconds."""

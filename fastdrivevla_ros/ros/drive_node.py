@@ -36,6 +36,7 @@ from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
 from fastdrivevla_ros.pipeline.ego import EgoHistoryBuffer
+from fastdrivevla_ros.pipeline.images import image_decoder, RAW_ENCODINGS
 from fastdrivevla_ros.pipeline.log import leveled_log
 from fastdrivevla_ros.pipeline.params import (
     descriptor_fields, NODE_NAME, NodeConfig, PARAMETERS, RuntimeUpdates, SPECS,
@@ -99,8 +100,13 @@ class DriveNode(Node):
         self._last_odom_stamp = float('-inf')
         self.outputs = OutputGate()
         self._make_publishers()
+        raw_converter = conversions.raw_image_converter()
+        if cfg.image_transport == 'raw' and raw_converter is None:
+            self.get_logger().warning(f'cv_bridge unavailable ({conversions.CV_BRIDGE_PROBLEM}):'
+                                      f' raw images limited to {", ".join(RAW_ENCODINGS)}')
         self.service = PlannerService(cfg, self.diagnostics, clock=self._now_s,
                                       history=self.ego.history_at,
+                                      decode=image_decoder(raw_converter),
                                       log=leveled_log(self.get_logger()))
         self.worker = LatestSetWorker(self._plan_and_publish, cfg.max_staleness_s,
                                       clock=self._now_s, on_error=self._on_worker_error,
