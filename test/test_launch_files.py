@@ -305,3 +305,24 @@ def test_colcon_install_has_the_fastdrivevla_command_and_the_demo_data(cmake):
     run = subprocess.run([sys.executable, str(script), '--help'], capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0 and 'make-tiny-model' in run.stdout, run.stderr
+
+
+def test_ros_workflow_installs_torch_and_transformers_in_setup_py_window(tmp_path):
+    """CI under ROS must test the versions setup.py declares, not whatever is newest."""
+    import subprocess
+    import sys
+
+    workflow = yaml.safe_load((REPO / '.github' / 'workflows' / 'ros.yml').read_text())
+    steps = [step.get('run', '') for job in workflow['jobs'].values() for step in job['steps']]
+    script = next(run for run in steps if 'pins.txt' in run)
+    snippet = script.split("<<'EOF'\n", 1)[1].split('\nEOF', 1)[0]
+    (tmp_path / 'pins.py').write_text(snippet)
+    pins = subprocess.run([sys.executable, str(tmp_path / 'pins.py'), str(REPO / 'setup.py')],
+                          capture_output=True, text=True, check=True).stdout.split()
+    setup = ast.parse((REPO / 'setup.py').read_text())
+    requires = next(ast.literal_eval(kw.value) for call in string_calls(setup, 'setup')
+                    for kw in call.keywords if kw.arg == 'install_requires')
+    assert pins == [r for r in requires if re.match(r'(torch|transformers)\b', r)]
+    for line in script.splitlines():
+        if 'pip install' in line and ('torch' in line or './src' in line):
+            assert '-c /tmp/pins.txt' in line, line
