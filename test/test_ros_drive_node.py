@@ -46,8 +46,10 @@ from rcl_interfaces.msg import Log  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from fastdrivevla_ros.msg import PlannedTrajectory  # noqa: E402,I100
 
@@ -103,7 +105,7 @@ class Harness:
     def __init__(self):
         self.node = rclpy.create_node('fastdrivevla_drive_test')
         self.lock = threading.Lock()
-        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': [], 'rosout': []}
+        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': [], 'rosout': [], 'tf': []}
         self.published_stamps = set()
         self.images = {cam: jpeg(i) for i, cam in enumerate(CAMERAS)}
         self.pubs = {cam: self.node.create_publisher(
@@ -115,6 +117,9 @@ class Harness:
         self.node.create_subscription(Image, '/planner/heatmap/mosaic',
                                       lambda m: self._got('mosaic', m), 10)
         self.node.create_subscription(Log, '/rosout', self._on_rosout, 100)
+        latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(TFMessage, '/tf_static',
+                                      lambda m: self._got('tf', m), latched)
         self.param_client = self.node.create_client(SetParameters,
                                                     '/fastdrivevla_drive/set_parameters')
         self.executor = SingleThreadedExecutor()
@@ -190,6 +195,10 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert heatmap.encoding == 'bgr8' and heatmap.height % 28 == 0
         assert len(heatmap.data) == heatmap.step * heatmap.height
         assert (mosaic.encoding, mosaic.height, mosaic.width) == ('bgr8', 392, 1008)
+        # RViz's fixed frame base_link exists in TF: the node's static identity transform
+        frames = [(t.header.frame_id, t.child_frame_id, t.transform.rotation.w)
+                  for m in harness.received['tf'] for t in m.transforms]
+        assert ('base_link', 'fastdrivevla_plan', 1.0) in frames, frames
 
         # a warning (corrupt image), then an info (runtime change): planning must go on
         assert harness.wait_for(lambda r: logged(r, WARN, 'frame dropped: CAM_BACK'), 60.0,
