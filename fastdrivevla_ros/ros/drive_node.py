@@ -125,7 +125,8 @@ class DriveNode(Node):
                                         daemon=True)
         self._loader.start()
         self.get_logger().info(
-            f'planning from {len(cfg.cameras)} camera(s) on {cfg.topic(cfg.cameras[0])} ...; '
+            f'planning from {len(cfg.cameras)} camera(s) on '
+            f'{self.resolve_topic_name(cfg.topic(cfg.cameras[0]))} ...; '
             f'pruner {cfg.pruner} @ {cfg.pruning_ratio:.2f}; loading {cfg.model}')
 
     # ------------------------------------------------------------------ setup
