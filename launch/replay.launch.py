@@ -30,7 +30,7 @@ as missing. A model that fails to load ends the launch.
 """
 
 from fastdrivevla_ros.ros.launch_helpers import (
-    declare_arguments, drive_node, node_overrides, PACKAGE, rviz_nodes)
+    as_parameters, declare_arguments, drive_node, node_overrides, PACKAGE, rviz_nodes)
 from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo, OpaqueFunction,
@@ -72,12 +72,13 @@ def _nodes(context) -> list:
     evaluator = Node(
         package=PACKAGE, executable='replay_evaluator', name='fastdrivevla_replay_evaluator',
         output='screen', additional_env={'PYTHONUNBUFFERED': '1'},
-        parameters=[{'output_dir': arg('output_dir').perform(context),
-                     'match_tolerance_s': float(arg('match_tolerance_s').perform(context)),
-                     'bag': arg('bag').perform(context),
-                     'idle_timeout_s': float(arg('finish_grace_s').perform(context)),
-                     'model': node_overrides(context).get('model', ''),
-                     'use_sim_time': True}])
+        parameters=[as_parameters({
+            'output_dir': arg('output_dir').perform(context),
+            'match_tolerance_s': float(arg('match_tolerance_s').perform(context)),
+            'bag': arg('bag').perform(context),
+            'idle_timeout_s': float(arg('finish_grace_s').perform(context)),
+            'model': node_overrides(context).get('model', ''),
+            'use_sim_time': True})])
     # the evaluator ends the launch once it has written its files (idle_timeout_s after the
     # last message); the timer after the bag's end only backs that up if it never does
     grace = float(arg('finish_grace_s').perform(context))

@@ -326,3 +326,21 @@ def test_ros_workflow_installs_torch_and_transformers_in_setup_py_window(tmp_pat
     for line in script.splitlines():
         if 'pip install' in line and ('torch' in line or './src' in line):
             assert '-c /tmp/pins.txt' in line, line
+
+
+def test_string_parameters_reach_the_nodes_as_strings():
+    """launch_ros reads a plain string as YAML: '{"layer": 3}' would be a dict (refused)."""
+    helpers = parse(REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py')
+    wrap = next(n for n in helpers.body if isinstance(n, ast.FunctionDef)
+                and n.name == 'as_parameters')
+    calls = string_calls(wrap, 'ParameterValue')
+    assert calls and ast.unparse(keyword(calls[0], 'value_type')) == 'str'
+    for path, function in ((REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py',
+                            'drive_node'), (REPO / 'launch' / 'replay.launch.py', '_nodes')):
+        body = next(n for n in parse(path).body if isinstance(n, ast.FunctionDef)
+                    and n.name == function)
+        for call in string_calls(body, 'Node'):
+            params = keyword(call, 'parameters')
+            dicts = [e for e in params.elts if not isinstance(e, ast.Name)]
+            assert all(isinstance(e, ast.Call) and e.func.id == 'as_parameters'
+                       for e in dicts), f'{path.name}: a parameter dict not via as_parameters'

@@ -25,6 +25,7 @@ from fastdrivevla_ros.pipeline.params import launch_value
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = 'fastdrivevla_ros'
@@ -68,12 +69,23 @@ def node_overrides(context) -> dict:
     return overrides
 
 
+def as_parameters(values: dict) -> dict:
+    """
+    Return `values` for Node(parameters=[...]) with strings kept strings.
+
+    launch_ros reads a plain string value as YAML, so pruner_options:='{"layer": 3}' would
+    become a dict (refused) and model:=123 an int; ParameterValue(value_type=str) keeps them.
+    """
+    return {name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+            for name, value in values.items()}
+
+
 def drive_node(context) -> Node:
     """Return the drive node: params_file, then the given launch arguments on top."""
     params_file = LaunchConfiguration('params_file').perform(context)
     return Node(package=PACKAGE, executable='drive_node', name='fastdrivevla_drive',
                 output='screen', emulate_tty=True, additional_env={'PYTHONUNBUFFERED': '1'},
-                parameters=[params_file, node_overrides(context)])
+                parameters=[params_file, as_parameters(node_overrides(context))])
 
 
 def rviz_nodes(context) -> list:
