@@ -28,6 +28,7 @@ setup(
         "pillow>=10",
         "pyyaml>=6",
         "tqdm>=4.66",
+        "filelock>=3.12",
         "matplotlib>=3.8",
         "xgrammar>=0.1.20",
         "accelerate>=1.0",

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from _scene import require_scene
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SCENE_DIR = Path(os.environ.get("FASTDRIVEVLA_SCENE", REPO.parent / "shared" / "data" /
-                                 "nuscenes-scene-0916"))
 
 
 def pytest_configure(config):
@@ -65,9 +61,8 @@ def engine(tiny_vla):
 
 @pytest.fixture(scope="session")
 def scene_dir() -> Path:
-    if not (SCENE_DIR / "v1.0-mini" / "sample.json").is_file():
-        pytest.skip(f"nuScenes test scene not found at {SCENE_DIR}")
-    return SCENE_DIR
+    """Return the real nuScenes scene; under CI a missing one fails (_scene.require_scene)."""
+    return require_scene()
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def test_pruner_options_reach_the_pruner_and_unknown_names_are_refused():
     split = validate_config({'model': 'm', 'pruner': 'vispruner',
                              'pruner_options': '{"important_ratio": 0.3}'})
     assert split.engine_kwargs()['pruner_options'] == {'important_ratio': 0.3}
-    with pytest.raises(ConfigError, match="'fastv' has no option layr; it takes: layer"):
+    with pytest.raises(ConfigError, match="'layr'; it takes: layer$"):
         validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layr": 3}'})
     with pytest.raises(ConfigError, match='not valid JSON'):
         validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{layer: 3}'})

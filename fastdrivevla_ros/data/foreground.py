@@ -392,8 +392,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default="v1.0-trainval", help="table folder, e.g. v1.0-mini")
     p.add_argument("--scenes", nargs="+", default=None, metavar="NAME",
                    help="scene names (default: all in the version)")
-    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS)
-    p.add_argument("--out", required=True, help="mask folder (OUT/<image rel path>.png)")
+    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS,
+                   metavar="CAM", help="cameras whose images get masks")
+    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the "
+                   "dataroot, .jpg replaced by .png>")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
     p.add_argument("--overlays", default=None, metavar="DIR",
                    help="also write half-size tinted previews here (same layout)")
@@ -415,7 +417,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only every K-th keyframe of each scene (previews, subsets)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="process every N-th image starting at I (parallel runs)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,19 +152,25 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="token penalty per unit of summed retention rate")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
     p.add_argument("--limit", type=int, help="only the first N keyframes of the bag per trial")
-    p.add_argument("--min-rate", type=float, default=RATE_RANGE[0])
-    p.add_argument("--max-rate", type=float, default=RATE_RANGE[1])
+    p.add_argument("--min-rate", type=float, default=RATE_RANGE[0],
+                   help="lowest retention rate (kept share) a view may get")
+    p.add_argument("--max-rate", type=float, default=RATE_RANGE[1],
+                   help="highest retention rate a view may get")
     p.add_argument("--out", required=True, help="directory for trial runs and search.json")
     p.add_argument("--config-out", help="YAML to write (default OUT/view_budgets.yaml)")
     p.add_argument("--base-config", help="node YAML whose parameters the output starts from")
-    p.add_argument("--max-pixels", type=int, default=512 * 512)
+    p.add_argument("--max-pixels", type=int, default=512 * 512,
+                   help="per-image pixel budget before the 28-px token grid")
     p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
-    p.add_argument("--max-new-tokens", type=int, default=320)
-    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--attn-implementation", default="sdpa")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-new-tokens", type=int, default=320, help="decode budget per plan")
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="grammar-constrained decoding (always a parseable plan)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
+    p.add_argument("--attn-implementation", default="sdpa",
+                   choices=["sdpa", "eager", "flash_attention_2"], help="attention kernel")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

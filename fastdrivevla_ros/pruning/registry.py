@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pruning.base import Pruner
+
+if TYPE_CHECKING:       # listing names must not import torch (fast --help)
+    from fastdrivevla_ros.pruning.base import Pruner
 
 PRUNERS: dict[str, str] = {
     "none": "fastdrivevla_ros.pruning.basic:NoPruner",
@@ -42,6 +44,26 @@ def build_pruner(name: str, **options) -> Pruner:
         return cls(**options)
     except TypeError as e:
         raise ConfigError(f"bad options for pruner {name!r}: {e}") from e
+
+
+def check_pruner(name: str, options: dict | None = None) -> None:
+    """Raise ConfigError for an unknown pruner or options its constructor does not take,
+    without building it (commands check this before loading a model)."""
+    signature = inspect.signature(pruner_class(name))
+    try:
+        signature.bind(**(options or {}))
+    except TypeError as e:
+        accepted = ", ".join(signature.parameters) or "no options"
+        raise ConfigError(f"bad options for pruner {name!r}: {e}; it takes: {accepted}") \
+            from None
+
+
+def require_pruning(name: str, ratio: float, view_ratios=None) -> None:
+    """A pruner asked to prune nothing is a mistake, not a silent unpruned run."""
+    if not pruner_class(name).keeps_all and not ratio and not any(view_ratios or ()):
+        raise ConfigError(f"pruner {name!r} with pruning ratio 0 and no per-view ratios prunes "
+                          "nothing; give --pruning-ratio P (0 < P < 1), per-view ratios, or "
+                          "--pruner none")
 
 
 def pruner_options(name: str, options: dict | str | None = None, weights: str | None = None,
@@ -80,9 +102,5 @@ def pruner_options(name: str, options: dict | str | None = None, weights: str | 
                           "(pruner_weights / --pruner-weights DIR) or run it untrained with "
                           "random scores (untrained / --untrained, for tests and timing), "
                           "not both")
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        accepted = [k for k, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
-        raise ConfigError(f"pruner {name!r} has no option {', '.join(unknown)}; it takes: "
-                          f"{', '.join(accepted) or 'no options'}")
+    check_pruner(name, kwargs)
     return kwargs
