@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -73,11 +73,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastdrivevla_ros.pruning.registry import available_pruners
-    from fastdrivevla_ros.vla.engine import DrivingVLA
+    from fastdrivevla_ros.pruning.registry import check_pruner, require_pruning
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
     from fastdrivevla_ros.vla.tiny import make_tiny_model
     from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay, with_legend
 
+    # every argument checked before anything is built or loaded
+    pruner = args.pruner
+    options = {"weights": args.pruner_weights} if args.pruner_weights else {}
+    if pruner == "recon" and not args.pruner_weights:
+        options = {"untrained": True}   # random ReconPruner sized for this model
+    check_pruner(pruner, options)
+    require_pruning(pruner, args.pruning_ratio)
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    PlannerSettings(cameras=cameras, max_pixels=args.max_pixels,
+                    pruning_ratio=args.pruning_ratio)
+    if options.get("untrained"):
+        print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = args.model
@@ -86,14 +98,6 @@ def run(args: argparse.Namespace) -> int:
         if not (model / "config.json").is_file():
             print(f"building the tiny random Qwen2.5-VL in {model} ...")
             make_tiny_model(model)
-    pruner = args.pruner if args.pruner in available_pruners() else None
-    if pruner is None:
-        raise ConfigError(f"unknown pruner {args.pruner!r}; available: {available_pruners()}")
-    options = {"weights": args.pruner_weights} if args.pruner_weights else {}
-    if pruner == "recon" and not args.pruner_weights:
-        options = {"untrained": True}   # random ReconPruner sized for this model
-        print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
-    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     engine = DrivingVLA.from_pretrained(
         model, dtype=args.dtype, device=args.device, pruner=pruner, pruner_options=options,
         cameras=cameras, max_pixels=args.max_pixels, pruning_ratio=args.pruning_ratio,

@@ -53,6 +53,8 @@ REPLAY_MISTAKES = [
     (["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "/no/such/dir"],
      "--pruner-weights /no/such/dir: no such file"),
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--baseline", "/no/such/run"], "no metrics.json in /no/such/run"),
+    (["--device", "gpu"], "'gpu' is not a device"),
 ]
 
 
@@ -73,6 +75,13 @@ def test_replay_checks_the_bag_before_loading_the_model(tiny_model_dir, tmp_path
     assert code == 2 and "not a ROS 2 bag directory" in capsys.readouterr().err
 
 
+def test_search_budgets_checks_the_bag_before_loading_the_model(tiny_model_dir, tmp_path,
+                                                                no_model_load, capsys):
+    code = main(["search-budgets", str(tmp_path / "nobag"), "--model", str(tiny_model_dir),
+                 "--out", str(tmp_path / "s")])
+    assert code == 2 and "not a ROS 2 bag directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--history", "1,x"], "--history: bad number"),
     (["--pruner", "fastv"], "prunes nothing"),
@@ -85,6 +94,13 @@ def test_plan_argument_mistakes_fail_before_any_model_load(extra, message, tiny_
                  *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
+
+
+def test_demo_argument_mistakes_fail_before_anything_is_built(tmp_path, no_model_load, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--pruner", "fastv", "--pruning-ratio", "0"]) == 2
+    assert "prunes nothing" in capsys.readouterr().err
+    assert not out.exists()                    # no tiny model was built either
 
 
 def _configured(name: str):

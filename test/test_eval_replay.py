@@ -126,6 +126,9 @@ def test_two_shards_merged_equal_the_unsharded_run(bag, tiny_vla, unpruned_run, 
     merged = merge_runs(tmp_path / "merged", shards)
     assert _plans(tmp_path / "merged") == _plans(base_dir)
     assert {k: merged[k] for k in SCORES} == {k: base[k] for k in SCORES}
+    with pytest.raises(DataError, match="no metrics.json"):     # fails after writing
+        merge_runs(tmp_path / "half", shards, baseline=tmp_path / "no-such-run")
+    assert not (tmp_path / "half").exists()                   # no half-written merge left
 
 
 def test_merge_refuses_missing_unfinished_or_duplicated_shards(bag, tiny_vla, unpruned_run,

@@ -355,7 +355,7 @@ def merge_runs(out_dir, run_dirs: list, baseline=None) -> dict:
         raise DataError(f"{out_dir / PREDICTIONS} exists; merge into an empty directory")
     spec = {k: v for k, v in first.items() if k not in ("expected", "complete", "limit")} | \
         {"shard": [0, 1]}
-    with open_run_folder(out_dir, spec):
+    with open_run_folder(out_dir, spec, resumable=False):
         store = PredictionStore(out_dir / PREDICTIONS)
         for rec in records:
             store.append(rec)

@@ -55,7 +55,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="pruner weights directory (e.g. a trained ReconPruner)")
     p.add_argument("--view-ratios", type=float, nargs="+", metavar="P",
                    help="per-camera pruning ratios in --cameras order (Prune2Drive budgets; "
-                   "replace --pruning-ratio per view)")
+                   "replace --pruning-ratio per view) (default: the YAML's, else none)")
     p.add_argument("--budgets", metavar="YAML",
                    help="node parameter YAML, e.g. from `fastdrivevla search-budgets`: its "
                    "pruner, pruner_weights, pruning_ratio, view_ratios, cameras, model, "
@@ -83,7 +83,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="evaluate shard i of n (0-based), e.g. 1/4; join with `merge`")
     p.add_argument("--limit", type=int, metavar="N",
                    help="only the first N keyframes of the shard (a tiny-model replay costs "
-                   "about 1 s per frame with six cameras on a laptop CPU)")
+                   "about 1.2 s per keyframe with six cameras on a 2-core CPU)")
     p.add_argument("--ground-truth-as-prediction", action="store_true",
                    help="self-check: evaluate the bag's own GT futures (no model needed)")
     p.add_argument("--baseline", metavar="RUN",
@@ -114,6 +114,8 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
     shard = parse_shard(args.shard)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.baseline:
+        _check_baseline(args.baseline)
     values = _layered(args)
     if args.ground_truth_as_prediction:
         return ReplayConfig(shard, values["model"])
@@ -135,23 +137,30 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
     return ReplayConfig(shard, values["model"], engine, options)
 
 
+def _check_baseline(run_dir) -> None:
+    """The Rel. column's run must be a finished replay (metrics and predictions)."""
+    from fastdrivevla_ros.eval.replay import PREDICTIONS
+    from fastdrivevla_ros.eval.report import load_metrics
+
+    load_metrics(run_dir)
+    if not (Path(run_dir) / PREDICTIONS).is_file():
+        raise ConfigError(f"--baseline {run_dir}: no {PREDICTIONS}; not a replay run directory")
+
+
 def _layered(args) -> dict:
     """Each setting from its flag, else the --budgets YAML, else REPLAY_DEFAULTS."""
+    from fastdrivevla_ros.pipeline.params import SPECS, resolve_device
+
     flags = {k: getattr(args, k) for k in REPLAY_DEFAULTS if k != "image_size"}
     flags["image_size"] = parse_size(args.image_size)
     yaml_values = _yaml_settings(args.budgets) if args.budgets else {}
     values = {key: next((layer[key] for layer in (flags, yaml_values)
                          if layer.get(key) is not None), default)
               for key, default in REPLAY_DEFAULTS.items()}
-    if values["dtype"] == "auto" or values["device"] == "auto":
-        from fastdrivevla_ros.pipeline.params import resolve_device
-
-        values["device"] = resolve_device(values["device"])
-        if values["dtype"] == "auto":
-            values["dtype"] = "bfloat16" if values["device"].startswith("cuda") else "float32"
-    from fastdrivevla_ros.pipeline.params import SPECS
-
     SPECS["device"].check(values["device"])
+    values["device"] = resolve_device(values["device"])
+    if values["dtype"] == "auto":
+        values["dtype"] = "bfloat16" if values["device"].startswith("cuda") else "float32"
     return values
 
 

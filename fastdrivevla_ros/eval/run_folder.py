@@ -153,11 +153,12 @@ def check_not_busy(run_dir) -> None:
 
 
 @contextmanager
-def open_run_folder(run_dir, manifest: dict):
+def open_run_folder(run_dir, manifest: dict, resumable: bool = True):
     """Create/lock `run_dir`, check or write its manifest; undo a creation on failure.
 
-    Yields the folder. The lock is held until the block ends; a folder created here that
-    holds no predictions when the block raises is removed (no empty run folders left)."""
+    Yields the folder. The lock is held until the block ends. A folder created here is
+    removed when the block raises, unless it is `resumable` and holds predictions (a
+    killed replay continues from them; a merge is simply redone)."""
     from filelock import FileLock, Timeout
 
     run_dir = Path(run_dir)
@@ -175,7 +176,7 @@ def open_run_folder(run_dir, manifest: dict):
             write_json(run_dir / MANIFEST, manifest | {"expected": None, "complete": False})
         yield run_dir
     except BaseException:
-        if created and not (run_dir / "predictions.jsonl").is_file():
+        if created and not (resumable and (run_dir / "predictions.jsonl").is_file()):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:

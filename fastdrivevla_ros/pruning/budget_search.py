@@ -188,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
 
     base = read_base_config(args.base_config) if args.base_config else None
     _check_search(args.trials, args.lam, (args.min_rate, args.max_rate))
+    from fastdrivevla_ros.data.bag_reader import BagFrames
+
+    len(BagFrames(args.bag))          # a missing or broken bag fails before the model loads
     engine = DrivingVLA.from_pretrained(
         args.model, dtype=args.dtype, device=args.device,
         attn_implementation=args.attn_implementation, pruner=args.pruner,
