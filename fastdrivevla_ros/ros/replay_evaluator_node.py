@@ -92,7 +92,7 @@ class ReplayEvaluator(Node):
 
     def _check_idle(self) -> None:
         if self.idle.expired():
-            self.get_logger().info(f'no message for {self.idle.timeout_s:.0f} s: finishing')
+            self.get_logger().info(f'no message for {self.idle.timeout_s:g} s: finishing')
             self.finish()
 
     def finish(self) -> None:
