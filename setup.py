@@ -40,6 +40,6 @@ setup(
         "nuscenes-devkit>=1.1.11",
         "shapely>=2.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pydocstyle>=6"]},
     entry_points={"console_scripts": ["fastdrivevla = fastdrivevla_ros.cli:main"]},
 )
