@@ -102,26 +102,26 @@ def jpeg(seed: int) -> bytes:
 class Harness:
     """A test node: camera publishers, output subscribers and a parameter client."""
 
-    def __init__(self):
+    def __init__(self, inputs: str = NAMESPACE, outputs: str = ''):
         self.node = rclpy.create_node('fastdrivevla_drive_test')
         self.lock = threading.Lock()
         self.received = {'trajectory': [], 'heatmap': [], 'mosaic': [], 'rosout': [], 'tf': []}
         self.published_stamps = set()
         self.images = {cam: jpeg(i) for i, cam in enumerate(CAMERAS)}
         self.pubs = {cam: self.node.create_publisher(
-            CompressedImage, f'{NAMESPACE}/{cam}/image_rect/compressed', 10) for cam in CAMERAS}
-        self.node.create_subscription(PlannedTrajectory, '/planner/trajectory',
+            CompressedImage, f'{inputs}/{cam}/image_rect/compressed', 10) for cam in CAMERAS}
+        self.node.create_subscription(PlannedTrajectory, f'{outputs}/planner/trajectory',
                                       lambda m: self._got('trajectory', m), 10)
-        self.node.create_subscription(Image, '/planner/heatmap/CAM_FRONT',
+        self.node.create_subscription(Image, f'{outputs}/planner/heatmap/CAM_FRONT',
                                       lambda m: self._got('heatmap', m), 10)
-        self.node.create_subscription(Image, '/planner/heatmap/mosaic',
+        self.node.create_subscription(Image, f'{outputs}/planner/heatmap/mosaic',
                                       lambda m: self._got('mosaic', m), 10)
         self.node.create_subscription(Log, '/rosout', self._on_rosout, 100)
         latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(TFMessage, '/tf_static',
                                       lambda m: self._got('tf', m), latched)
-        self.param_client = self.node.create_client(SetParameters,
-                                                    '/fastdrivevla_drive/set_parameters')
+        self.param_client = self.node.create_client(
+            SetParameters, f'{outputs}/fastdrivevla_drive/set_parameters')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -216,6 +216,34 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert harness.wait_for(lambda r: len(r['trajectory']) > count + 1, 120.0), \
             'planning stopped after a warning followed by an info'
         assert not any('severity cannot be changed' in m for _, m in harness.received['rosout'])
+    finally:
+        harness.close()
+        rclpy.shutdown()
+
+
+@pytest.fixture
+def namespaced_proc(tiny_model):
+    """The node in /car1 with the default (relative) input topics."""
+    params = node_parameters(tiny_model, cameras=CAMERAS[:2])
+    del params['camera_namespace']
+    return Node(package='fastdrivevla_ros', executable='drive_node', name='fastdrivevla_drive',
+                namespace='car1', parameters=[params], output='screen', cached_output=True,
+                additional_env={'PYTHONUNBUFFERED': '1'})
+
+
+@launch_pytest.fixture
+def namespaced_launch(namespaced_proc):
+    return launch.LaunchDescription([namespaced_proc, launch_pytest.actions.ReadyToTest()])
+
+
+@pytest.mark.launch(fixture=namespaced_launch)
+def test_a_namespace_moves_the_camera_inputs_with_the_outputs():
+    rclpy.init()
+    harness = Harness(inputs='/car1/cameras', outputs='/car1')
+    try:
+        assert harness.wait_for(lambda r: r['trajectory'], TIMEOUT_S), \
+            'no plan on /car1/planner/trajectory from cameras on /car1/cameras/...'
+        assert list(harness.received['trajectory'][0].cameras) == CAMERAS[:2]
     finally:
         harness.close()
         rclpy.shutdown()
