@@ -3,16 +3,9 @@
 In a ROS 2 workspace the package is built by colcon through CMakeLists.txt (ament_cmake +
 rosidl for msg/); this file serves pip users and CI.
 """
-import re
 from glob import glob
-from pathlib import Path
 
 from setuptools import find_packages, setup
-
-# The tested transformers window is defined once, in the package (fastdrivevla_ros/compat.py).
-TRANSFORMERS = re.search(r'^TRANSFORMERS_REQUIREMENT = "([^"]+)"',
-                         (Path(__file__).parent / "fastdrivevla_ros" / "compat.py").read_text(),
-                         re.M).group(1)
 
 setup(
     name="fastdrivevla_ros",
@@ -28,7 +21,9 @@ setup(
                 ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
     install_requires=[
         "torch>=2.4",
-        TRANSFORMERS,
+        # the tested window; the same as fastdrivevla_ros/compat.py (checked at load time),
+        # package.xml and docs/ros.md (test_compat.py), the ROS workflow derives its pin here
+        "transformers>=5.24,<5.40",
         "tokenizers>=0.21",
         "safetensors>=0.4",
         "packaging>=20",
@@ -48,6 +43,6 @@ setup(
         "nuscenes-devkit>=1.1.11",
         "shapely>=2.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pydocstyle>=6"]},
     entry_points={"console_scripts": ["fastdrivevla = fastdrivevla_ros.cli:main"]},
 )

@@ -98,7 +98,8 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
                         pruner: str = "none", pruning_ratio: float = 0.5,
                         max_new_tokens: int = 320, constrained: bool = True,
                         publish_heatmaps: bool = True, max_staleness_s: float = 1.0,
-                        sample_s: float = 0.25, device: str = "cpu") -> dict:
+                        sample_s: float = 0.25, device: str = "cpu",
+                        untrained: bool = False) -> dict:
     """Stream six 12 Hz cameras for `duration_s` through the node's worker; returns a report."""
     from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
     from fastdrivevla_ros.pipeline.params import validate_config
@@ -111,7 +112,7 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
                            "pruner": pruner, "pruning_ratio": pruning_ratio,
                            "max_new_tokens": max_new_tokens, "constrained": constrained,
                            "publish_heatmaps": publish_heatmaps,
-                           "max_staleness_s": max_staleness_s})
+                           "max_staleness_s": max_staleness_s, "untrained": untrained})
     clock = time.monotonic
     diagnostics = DriveDiagnostics(cfg.cameras, cfg.camera_timeout_s)
     service = PlannerService(cfg, diagnostics, clock=clock)
@@ -263,6 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="streaming time (s)")
     p.add_argument("--views", type=int, choices=[1, 6], default=6)
     p.add_argument("--pruner", default="none")
+    p.add_argument("--untrained", action="store_true",
+                   help="a learned pruner (recon) without weights (node parameter untrained)")
     p.add_argument("--pruning-ratio", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=320)
     p.add_argument("--no-constrained", action="store_true")
@@ -281,7 +284,7 @@ def main(argv=None) -> int:
     report = run_node_throughput(
         args.model, args.duration, CAMERAS[:args.views], args.pruner, args.pruning_ratio,
         args.max_new_tokens, not args.no_constrained, not args.no_heatmaps, args.max_staleness,
-        device=args.device)
+        device=args.device, untrained=args.untrained)
     print(summary(report))
     if args.out:
         out = Path(args.out)

@@ -16,7 +16,8 @@ import torch
 
 from fastdrivevla_ros.errors import ConfigError, InputError
 
-#: the requirement setup.py installs (it reads this line) and `check_transformers` enforces
+#: the requirement `check_transformers` enforces; setup.py and package.xml state the same window
+#: (test/test_compat.py checks they agree)
 TRANSFORMERS_REQUIREMENT = "transformers>=5.24,<5.40"
 
 

@@ -56,7 +56,7 @@ def test_search_budgets_end_to_end_writes_per_view_ratios(bag, tiny_model_dir, t
     params = load_parameter_file(config)              # a valid ROS 2 parameter file
     assert params["pruner"] == "tfps" and params["cameras"] == CAMS
     assert params["view_ratios"] == pytest.approx([1 - r for r in best["rates"]], abs=1e-4)
-    assert params["max_pixels"] == 12544 and params["odom_topic"] == "/ego/odometry"
+    assert params["max_pixels"] == 12544 and params["odom_topic"] == "ego/odometry"
     assert yaml.safe_load(config.read_text())        # plain YAML too
 
     engine = DrivingVLA.from_pretrained(tiny_model_dir, pruner=params["pruner"],

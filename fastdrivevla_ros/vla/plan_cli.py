@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "write --history=... when it starts with '-'")
     p.add_argument("--pruner", default="none",
                    help="pruner name (--list-pruners); needs --pruning-ratio > 0")
-    p.add_argument("--pruner-weights", help="pruner weights directory (e.g. for recon)")
+    p.add_argument("--pruner-weights", help="trained weights directory of a learned pruner "
+                   "(recon)")
+    p.add_argument("--untrained", action="store_true",
+                   help="run a learned pruner (recon) without weights: random scores, for "
+                        "smoke tests and timing only")
+    p.add_argument("--pruner-options", metavar="JSON",
+                   help='pruner constructor options as a JSON object, e.g. \'{"layer": 3}\' '
+                        '(fastv) or \'{"important_ratio": 0.3}\' (vispruner)')
     p.add_argument("--pruning-ratio", type=float, default=0.0, help="fraction of tokens pruned")
     p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
     p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
@@ -66,7 +74,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastdrivevla_ros.pruning.registry import available_pruners, require_pruning
+    from fastdrivevla_ros.pruning.registry import (
+        available_pruners, pruner_options, require_pruning)
     from fastdrivevla_ros.vla.engine import DrivingVLA
     from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay, with_legend
 
@@ -75,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.model or not args.image:
         raise ConfigError("--model and at least one --image CAMERA=PATH are required")
+    options = pruner_options(args.pruner, args.pruner_options, args.pruner_weights,
+                             args.untrained)
+    if args.untrained:
+        print(f"note: pruner {args.pruner!r} is UNTRAINED (random scores)", file=sys.stderr)
     images = parse_image_args(args.image)
     size = None
     if args.image_size:
@@ -86,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     require_pruning(args.pruner, args.pruning_ratio)
     engine = DrivingVLA.from_pretrained(
         args.model, dtype=args.dtype, device=args.device, pruner=args.pruner,
-        pruner_options={"weights": args.pruner_weights} if args.pruner_weights else None,
+        pruner_options=options,
         cameras=tuple(images), max_pixels=args.max_pixels, image_size=size,
         pruning_ratio=args.pruning_ratio, constrained=args.constrained)
     result = engine.plan(images, history)
