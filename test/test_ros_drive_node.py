@@ -223,7 +223,7 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
 
 @pytest.fixture
 def namespaced_proc(tiny_model):
-    """The node in /car1 with the default (relative) input topics."""
+    """Run the node in /car1 with the default (relative) input topics."""
     params = node_parameters(tiny_model, cameras=CAMERAS[:2])
     del params['camera_namespace']
     return Node(package='fastdrivevla_ros', executable='drive_node', name='fastdrivevla_drive',
