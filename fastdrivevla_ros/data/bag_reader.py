@@ -185,16 +185,11 @@ class BagFrames:
                          "`fastdrivevla convert`")
 
 
-def read_targets(bag: Path | str) -> list[PlanningTarget]:
-    """Every keyframe's ground truth (no images decoded): the input of metrics.evaluate."""
-    return [f.target for f in BagFrames(bag, with_images=False)]
-
-
 class _Assembler:
     """Groups a time-ordered message stream into Frames (bounded buffers)."""
 
     def __init__(self, frames: BagFrames):
-        from fastdrivevla_ros.pipeline.ego import EgoHistoryBuffer
+        from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer
 
         self.f = frames
         self.window_ns = int(MAX_CAMERA_OFFSET_S * 1e9)
@@ -250,7 +245,7 @@ class _Assembler:
 
     def _history(self, stamp: int, gt, token: str) -> EgoHistory | None:
         """Feed this keyframe's odometry/status into the shared buffer, then ask it."""
-        from fastdrivevla_ros.pipeline.ego import PoseSample, StatusSample
+        from fastdrivevla_ros.data.ego_history import PoseSample, StatusSample
 
         if gt.scene_token != self.scene_token:   # a new scene: the past belongs to another drive
             self.history.clear()

@@ -54,11 +54,6 @@ def rotation_2d(yaw: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def to_ego_frame(points_xy: np.ndarray, ego_xy, ego_yaw: float) -> np.ndarray:
-    """Global points [N, 2] -> ego frame of a pose (x forward, y left) [N, 2]."""
-    return (np.asarray(points_xy, float) - np.asarray(ego_xy, float)) @ rotation_2d(ego_yaw)
-
-
 def wrap_angle(a):
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 

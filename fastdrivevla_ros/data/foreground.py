@@ -149,7 +149,7 @@ def _map_mask_class():
                         tmp.replace(cached)
 
         @property
-        def _base_mask(self) -> np.ndarray:
+        def _base_mask(self) -> np.ndarray:   # overrides MapMask's: the cropped raster
             return self._raster
 
         @property

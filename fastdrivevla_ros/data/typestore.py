@@ -75,11 +75,3 @@ def get_typestore(distro: str = "jazzy", msg_dir: str | None = None):
             raise DataError(f"cannot parse message definition {name}: {e}") from e
     store.register(types)
     return store
-
-
-def msg_class(store, name: str):
-    """The generated dataclass for `name` ('Odometry' style short names are NOT accepted)."""
-    try:
-        return store.types[name]
-    except KeyError:
-        raise DataError(f"message type {name} is not in the typestore") from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from fastdrivevla_ros.data.ego import yaw_quaternion
 from fastdrivevla_ros.pipeline.diagnostics import StatusReport
 from fastdrivevla_ros.pipeline.images import bgr8_fields
 from fastdrivevla_ros.vla.prompt import WAYPOINT_DT
@@ -66,7 +67,7 @@ def _point(x: float, y: float, z: float = 0.0) -> dict[str, float]:
 
 
 def _yaw_quaternion(yaw: float) -> dict[str, float]:
-    return {'x': 0.0, 'y': 0.0, 'z': math.sin(yaw / 2.0), 'w': math.cos(yaw / 2.0)}
+    return dict(zip('xyzw', yaw_quaternion(yaw)))
 
 
 def trajectory_fields(result: PlanResult, stamp_ns: int, frame_id: str,

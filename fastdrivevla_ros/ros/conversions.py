@@ -24,8 +24,9 @@ import array
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from fastdrivevla_ros.data.ego import quaternion_yaw
+from fastdrivevla_ros.data.ego_history import PoseSample, StatusSample
 from fastdrivevla_ros.msg import PlannedTrajectory
-from fastdrivevla_ros.pipeline.ego import PoseSample, StatusSample, yaw_from_quaternion
 from geometry_msgs.msg import (
     Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3)
 from nav_msgs.msg import Path
@@ -139,7 +140,7 @@ def pose_sample(odom) -> PoseSample:
     """Return the ego pose of a nav_msgs/Odometry (world frame) with its forward speed."""
     p, q = odom.pose.pose.position, odom.pose.pose.orientation
     return PoseSample(stamp_ns(odom.header.stamp) * 1e-9, p.x, p.y,
-                      yaw_from_quaternion(q.x, q.y, q.z, q.w), odom.twist.twist.linear.x)
+                      quaternion_yaw((q.w, q.x, q.y, q.z)), odom.twist.twist.linear.x)
 
 
 def status_sample(status) -> StatusSample:

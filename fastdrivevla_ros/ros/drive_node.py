@@ -35,7 +35,7 @@ from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
-from fastdrivevla_ros.pipeline.ego import EgoHistoryBuffer
+from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer
 from fastdrivevla_ros.pipeline.images import image_decoder, RAW_ENCODINGS
 from fastdrivevla_ros.pipeline.log import leveled_log
 from fastdrivevla_ros.pipeline.params import (

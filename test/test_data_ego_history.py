@@ -16,8 +16,8 @@
 
 import math
 
-from fastdrivevla_ros.pipeline.ego import (
-    EgoHistoryBuffer, PoseSample, StatusSample, yaw_from_quaternion)
+from fastdrivevla_ros.data.ego import quaternion_yaw
+from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer, PoseSample, StatusSample
 import pytest
 
 
@@ -89,5 +89,5 @@ def test_out_of_order_samples_are_placed_by_stamp_and_old_ones_trimmed():
 
 def test_yaw_from_quaternion():
     half = math.radians(30) / 2
-    assert yaw_from_quaternion(0, 0, math.sin(half), math.cos(half)) == \
+    assert quaternion_yaw((math.cos(half), 0, 0, math.sin(half))) == \
         pytest.approx(math.radians(30))

@@ -15,6 +15,8 @@
 """
 Ego history for the prompt from odometry (and optional ego status) streams, ROS-free.
 
+Shared by the drive node (live topics) and the bag reader (replay), so both prompt alike.
+
 Poses (world/odom frame, from nav_msgs/Odometry) and ego status samples (speed, acceleration,
 steering, from fastdrivevla_ros/EgoStatus) are kept for a few seconds. For a frame at time t the
 prompt needs the states at t - 3.0 s ... t - 0.0 s every 0.5 s with positions in the CURRENT ego
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import math
 import threading
 
+from fastdrivevla_ros.data.ego import wrap_angle
 from fastdrivevla_ros.vla.prompt import EgoHistory, EgoState, MAX_HISTORY, WAYPOINT_DT
 
 
@@ -53,13 +56,8 @@ class StatusSample:
     steering: float | None = None
 
 
-def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
-    """Return the heading (rad) of a quaternion about the z axis."""
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-
-
 def _wrap(a: float) -> float:
-    return math.atan2(math.sin(a), math.cos(a))
+    return float(wrap_angle(a))
 
 
 class _TimeSeries:
