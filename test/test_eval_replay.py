@@ -9,7 +9,8 @@ import torch
 from _bags import converted_bag
 
 from fastdrivevla_ros.errors import ConfigError, DataError
-from fastdrivevla_ros.eval.replay import merge_runs, replay_bag
+from fastdrivevla_ros.eval.merge import merge_runs
+from fastdrivevla_ros.eval.replay import replay_bag
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner
 
 KEYFRAMES = 6          # the first 6 keyframes of scene-0916 (all with a full 3 s future)

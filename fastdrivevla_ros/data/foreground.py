@@ -23,7 +23,6 @@ nonzero value as foreground).
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -400,72 +399,31 @@ def split_scenes_present(nusc, split: str | None, scenes) -> list[str] | None:
     return chosen
 
 
-# ---------------------------------------------------------------------------- CLI
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from fastdrivevla_ros.data.splits import SPLITS
-    from fastdrivevla_ros.vla.prompt import CAMERAS
-
-    p.add_argument("--dataroot", required=True, help="nuScenes dataroot (has samples/, maps/)")
-    p.add_argument("--version", default="v1.0-trainval", help="table folder, e.g. v1.0-mini")
-    p.add_argument("--split", choices=SPLITS, default=None,
-                   help="official nuScenes split (nuscenes-devkit create_splits_scenes): its "
-                   "scenes present in the dataroot (default: every scene)")
-    p.add_argument("--scenes", nargs="+", default=None, metavar="NAME",
-                   help="scene names (with --split: each must be in it; default: all)")
-    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS,
-                   metavar="CAM", help="cameras whose images get masks")
-    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the "
-                   "dataroot, .jpg replaced by .png>")
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
-    p.add_argument("--overlays", default=None, metavar="DIR",
-                   help="also write half-size tinted previews here (same layout)")
-    p.add_argument("--categories", nargs="+", default=list(FOREGROUND_CATEGORIES),
-                   help="nuScenes category name prefixes counted as foreground")
-    p.add_argument("--no-road", action="store_true", help="objects only (no map raster)")
-    p.add_argument("--max-road-distance", type=float, default=50.0,
-                   help="road pixels only up to this ground distance (m)")
-    p.add_argument("--map-cache", default=None, metavar="DIR",
-                   help="keep the cropped map windows here; reruns skip decoding the ~1 Gpx "
-                   "map rasters (~5 s each)")
-    p.add_argument("--road-stride", type=int, default=4,
-                   help="road ray grid stride in pixels (upsampled, nearest)")
-    p.add_argument("--min-points", type=int, default=1,
-                   help="skip boxes with fewer lidar+radar points (fully occluded objects)")
-    p.add_argument("--min-visibility", type=int, default=1, choices=(1, 2, 3, 4),
-                   help="nuScenes visibility level (1: 0-40%% ... 4: 80-100%%)")
-    p.add_argument("--every", type=int, default=1, metavar="K",
-                   help="only every K-th keyframe of each scene (previews, subsets)")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="process every N-th image starting at I (parallel runs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    import json
-
+def write_masks(dataroot, version: str, out, *, split: str | None = None, scenes=None,
+                cameras: tuple[str, ...] | None = None, categories=FOREGROUND_CATEGORIES,
+                road: bool = True, min_points: int = 1, min_visibility: int = 1,
+                road_stride: int = 4, max_road_distance: float = 50.0, map_cache=None,
+                every: int = 1, shard_spec: str | None = None, overwrite: bool = False,
+                overlays=None, progress: bool = True) -> dict:
+    """Masks of every chosen camera image of a nuScenes dataroot; returns the write stats."""
     from nuscenes.nuscenes import NuScenes
 
-    root = Path(args.dataroot).expanduser()
-    if not (root / args.version).is_dir():
-        raise DataError(f"{root / args.version} not found (is --dataroot/--version right?)")
+    root = Path(dataroot).expanduser()
+    if not (root / version).is_dir():
+        raise DataError(f"{root / version} not found (is --dataroot/--version right?)")
+    if every < 1:
+        raise ConfigError(f"--every must be >= 1, got {every}")
     t0 = time.perf_counter()
     try:
-        nusc = NuScenes(version=args.version, dataroot=str(root), verbose=False)
+        nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
     except (AssertionError, KeyError, OSError, ValueError) as e:
-        raise DataError(f"cannot load nuScenes {args.version} from {root}: {e}") from e
+        raise DataError(f"cannot load nuScenes {version} from {root}: {e}") from e
     tables_s = time.perf_counter() - t0
-    builder = ForegroundMaskBuilder(nusc, tuple(args.categories), road=not args.no_road,
-                                    min_points=args.min_points,
-                                    min_visibility=args.min_visibility,
-                                    road_stride=args.road_stride,
-                                    max_road_distance=args.max_road_distance,
-                                    map_cache=args.map_cache)
-    if args.every < 1:
-        raise ConfigError(f"--every must be >= 1, got {args.every}")
-    scenes = split_scenes_present(nusc, args.split, args.scenes)
-    views = shard(builder.camera_views(scenes, tuple(args.cameras), args.every), args.shard)
-    stats = builder.write(views, args.out, args.overwrite, args.overlays,
-                          progress=not args.no_progress)
+    builder = ForegroundMaskBuilder(nusc, tuple(categories), road=road, min_points=min_points,
+                                    min_visibility=min_visibility, road_stride=road_stride,
+                                    max_road_distance=max_road_distance, map_cache=map_cache)
+    chosen = split_scenes_present(nusc, split, scenes)
+    views = shard(builder.camera_views(chosen, tuple(cameras), every), shard_spec)
+    stats = builder.write(views, out, overwrite, overlays, progress=progress)
     stats["tables_load_s"] = round(tables_s, 2)
-    print(json.dumps(stats, indent=2))
-    return 0
+    return stats

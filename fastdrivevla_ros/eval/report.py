@@ -9,7 +9,6 @@ pruner at 25/50/75 %): one table plus metrics-vs-pruning-ratio plots.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -199,7 +198,7 @@ def _scored(records: list[dict]) -> set[str]:
 
 
 def _records(run_dir) -> list[dict]:
-    from fastdrivevla_ros.eval.replay import PREDICTIONS, PredictionStore
+    from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
 
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
@@ -209,7 +208,7 @@ def _records(run_dir) -> list[dict]:
 
 def _rescored(metrics: dict, records: list[dict], common: set[str]) -> dict:
     """metrics recomputed on the records of `common` samples only."""
-    from fastdrivevla_ros.eval.replay import run_metrics
+    from fastdrivevla_ros.eval.store import run_metrics
 
     spec = metrics | {"settings": {"view_ratios": metrics.get("view_ratios")}}
     return run_metrics([r for r in records if r["token"] in common], spec,
@@ -284,18 +283,3 @@ def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> 
     plot_l2_horizon(([base] if base else []) + runs, out / "l2_horizon.png")
     plot_vs_ratio(runs, out / "metrics_vs_ratio.png", base)
     return out / "report.md"
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="replay run directories (each with metrics.json)")
-    p.add_argument("--out", required=True, help="directory for report.md and plots")
-    p.add_argument("--baseline", help="unpruned run directory for the Rel. column (shown "
-                   "once, also when listed among the runs)")
-    p.add_argument("--intersect", action="store_true",
-                   help="runs scored on different samples: score every run on the samples "
-                   "common to all (said in the table header) instead of refusing")
-
-
-def run(args: argparse.Namespace) -> int:
-    print(f"wrote {compare(args.runs, args.out, args.baseline, args.intersect)}")
-    return 0

@@ -43,8 +43,8 @@ import time
 from typing import Any, Callable
 
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
-from fastdrivevla_ros.eval.replay import (
-    finish_run, MANIFEST, METRICS, PREDICTIONS, PredictionStore, write_json)
+from fastdrivevla_ros.eval.run_folder import MANIFEST, write_json
+from fastdrivevla_ros.eval.store import finish_run, METRICS, PREDICTIONS, PredictionStore
 
 
 @dataclass

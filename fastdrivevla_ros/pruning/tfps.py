@@ -5,7 +5,7 @@ farthest point sampling under the cosine distance, starting from the most isolat
 on the hidden states at the input of LLM layer `fastv_k` (1 in `scripts/inference.py`), with
 original positions kept. Each view keeps its own share: the per-view retention rates r_i come
 from the engine's `view_ratios` (pruning ratio p_i = 1 - r_i), found offline by
-`fastdrivevla search-budgets` (TPE, pruning/budget_search.py). With one front camera T-FPS is
+`fastdrivevla search-budgets` (TPE, eval/budget_search.py). With one front camera T-FPS is
 plain FPS. At layer 0 it equals DivPrune applied per view.
 """
 

@@ -7,11 +7,13 @@ pruned tokens are darkened, so "what the planner saw" reads at a glance.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fastdrivevla_ros.vla.prompt import CAMERAS
-from fastdrivevla_ros.vla.result import ViewResult
+if TYPE_CHECKING:   # viz sits below vla: it draws a ViewResult but never imports vla
+    from fastdrivevla_ros.vla.result import ViewResult
 
 TOKEN_PX = 28
 MOSAIC_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
@@ -78,7 +80,7 @@ def mosaic(views: list[ViewResult], tile_size: tuple[int, int] = (336, 196)) -> 
     cameras not fed to the model are grey tiles labelled 'not used'."""
     w, h = tile_size
     by_camera = {v.camera: v for v in views}
-    unknown = set(by_camera) - set(CAMERAS)
+    unknown = set(by_camera) - {cam for row in MOSAIC_LAYOUT for cam in row}
     if unknown:
         raise ValueError(f"unknown cameras in views: {sorted(unknown)}")
     rows = []

@@ -1,6 +1,8 @@
-"""The `fastdrivevla` command. Each subcommand lives in the module that owns its concern and
-exposes `configure_parser(parser)` and `run(args) -> exit code`; modules load lazily so
-`--help` stays fast."""
+"""The `fastdrivevla` command: the only package that parses arguments.
+
+One module per subcommand, each exposing `configure_parser(parser)` and `run(args) -> exit
+code`; it turns flags into typed arguments of the library (vla, data, eval, training, bench)
+and holds no logic a library caller needs. Modules load lazily so `--help` stays fast."""
 
 from __future__ import annotations
 
@@ -12,22 +14,22 @@ import traceback
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("fastdrivevla_ros.demo",
+    "demo": ("fastdrivevla_ros.cli.demo",
              "plan on bundled real nuScenes frames with the tiny model; write plan + heatmaps"),
     "make-tiny-model": ("fastdrivevla_ros.vla.tiny",
                         "write a tiny random Qwen2.5-VL checkpoint (offline) for tests/demo"),
-    "convert": ("fastdrivevla_ros.data.nuscenes_bag", "convert nuScenes scenes into a ROS 2 bag"),
-    "replay": ("fastdrivevla_ros.eval.replay_cli", "evaluate a model + pruner by replaying a bag"),
-    "merge": ("fastdrivevla_ros.eval.merge", "merge the shard runs of one replay evaluation"),
-    "report": ("fastdrivevla_ros.eval.report", "compare replay runs: Table 1 + plots"),
+    "convert": ("fastdrivevla_ros.cli.convert", "convert nuScenes scenes into a ROS 2 bag"),
+    "replay": ("fastdrivevla_ros.cli.replay", "evaluate a model + pruner by replaying a bag"),
+    "merge": ("fastdrivevla_ros.cli.merge", "merge the shard runs of one replay evaluation"),
+    "report": ("fastdrivevla_ros.cli.report", "compare replay runs: Table 1 + plots"),
     "plan": ("fastdrivevla_ros.vla.plan_cli",
              "plan one frame from image files with any model, pruner and ratio"),
-    "foreground-masks": ("fastdrivevla_ros.data.foreground",
+    "foreground-masks": ("fastdrivevla_ros.cli.foreground_masks",
                          "nuScenes-FG-style foreground masks (a PNG per camera image)"),
-    "train-pruner": ("fastdrivevla_ros.training.cli",
+    "train-pruner": ("fastdrivevla_ros.cli.train_pruner",
                      "train ReconPruner (adversarial fg/bg reconstruction, accelerate)"),
     "bench": ("fastdrivevla_ros.bench.cli", "FLOPs, ms, memory per pruner x ratio (Table 4)"),
-    "search-budgets": ("fastdrivevla_ros.pruning.budget_search",
+    "search-budgets": ("fastdrivevla_ros.cli.search_budgets",
                        "per-view token budgets by TPE on a validation bag (Prune2Drive)"),
 }
 
@@ -111,7 +113,3 @@ def _help_or_usage(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     """No command given: top-level --help (exit 0) or the usage error (exit 2)."""
     parser.parse_args(argv)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

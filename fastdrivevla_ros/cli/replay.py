@@ -109,8 +109,6 @@ class ReplayConfig:
 
 def resolve(args: argparse.Namespace) -> ReplayConfig:
     """Flags > --budgets YAML > defaults; every value checked; raises ConfigError."""
-    from fastdrivevla_ros.eval.replay import parse_shard
-
     shard = parse_shard(args.shard)
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
@@ -139,8 +137,8 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
 
 def _check_baseline(run_dir) -> None:
     """The Rel. column's run must be a finished replay (metrics and predictions)."""
-    from fastdrivevla_ros.eval.replay import PREDICTIONS
     from fastdrivevla_ros.eval.report import load_metrics
+    from fastdrivevla_ros.eval.store import PREDICTIONS
 
     load_metrics(run_dir)
     if not (Path(run_dir) / PREDICTIONS).is_file():
@@ -182,6 +180,17 @@ def _yaml_settings(path) -> dict:
     if "view_ratios" in out and "cameras" not in out:
         raise ConfigError(f"{path}: view_ratios need the `cameras` they belong to")
     return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' (0-based i < n) -> (i, n)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
+    return i, n
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -231,8 +240,9 @@ def planned_manifest(bag, cfg: ReplayConfig, gt_mode: bool) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.data.bag_reader import BagFrames
-    from fastdrivevla_ros.eval.replay import headline, replay_bag
+    from fastdrivevla_ros.eval.replay import replay_bag
     from fastdrivevla_ros.eval.run_folder import check_not_busy, check_resumable
+    from fastdrivevla_ros.eval.store import headline
 
     cfg = resolve(args)
     len(BagFrames(args.bag))                       # a missing or broken bag fails now

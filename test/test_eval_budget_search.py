@@ -71,7 +71,7 @@ def test_search_budgets_end_to_end_writes_per_view_ratios(bag, tiny_model_dir, t
 
 
 def test_search_rejects_bad_settings(tiny_vla, tmp_path):
-    from fastdrivevla_ros.pruning.budget_search import search_budgets
+    from fastdrivevla_ros.eval.budget_search import search_budgets
     from fastdrivevla_ros.vla.engine import DrivingVLA
 
     engine = DrivingVLA(*tiny_vla)

@@ -17,7 +17,7 @@ from PIL import Image
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 
 
 def load_demo_frame(folder: Path = DEMO_DATA) -> tuple[dict, EgoHistory, dict]:
