@@ -53,6 +53,9 @@ REPLAY_MISTAKES = [
     (["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "/no/such/dir"],
      "--pruner-weights /no/such/dir: no such file"),
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--pruner", "recon", "--pruning-ratio", "0.5"], "is learned: give its trained weights"),
+    (["--pruner", "fastv", "--pruning-ratio", "0.5", "--pruner-options", '{"nosuch": 1}'],
+     "bad options for pruner 'fastv'"),
     (["--baseline", "/no/such/run"], "no metrics.json in /no/such/run"),
     (["--device", "gpu"], "'gpu' is not a device"),
 ]
