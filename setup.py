@@ -21,9 +21,12 @@ setup(
                 ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        # the tested window; the same as fastdrivevla_ros/compat.py (checked at load time),
+        # package.xml and docs/ros.md (test_compat.py), the ROS workflow derives its pin here
+        "transformers>=5.24,<5.40",
         "tokenizers>=0.21",
         "safetensors>=0.4",
+        "packaging>=20",
         "numpy>=1.24,<2",
         "pillow>=10",
         "pyyaml>=6",

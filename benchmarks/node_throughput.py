@@ -134,7 +134,8 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
         done = clock()
         if out is None:
             raise RuntimeError(f"plan failed: {diagnostics.last_fault}")
-        recorder.plan(t=done - recorder.t0, latency_ms=(done - frame.stamp) * 1e3,
+        recorder.plan(t=done - recorder.t0, stamp=frame.stamp,
+                      latency_ms=(done - frame.stamp) * 1e3,
                       wait_ms=(start - frame.received) * 1e3, process_ms=(done - start) * 1e3,
                       engine_ms=out.result.timings_ms.get("total", 0.0),
                       newest_age_ms=(done - newest["stamp"]) * 1e3, status=out.result.status)
@@ -164,7 +165,9 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
     worker.wait_idle(timeout=120)
     worker.close()
     recorder.stop()
-    return _report(cfg, recorder, worker.stats(), k, elapsed, duration_s)
+    report = _report(cfg, recorder, worker.stats(), k, elapsed, duration_s)
+    report["last_set_stamp"] = newest["stamp"]
+    return report
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -209,7 +212,8 @@ def _report(cfg, recorder: Recorder, stats, submitted: int, elapsed: float,
         "newest_age_at_plan_ms_median": _pct([p["newest_age_ms"] for p in plans], 50),
         "memory": _memory_trend(recorder.timeline, skip_s=min(10.0, duration_s / 4)),
         "timeline": [{"t": t, "rss_mib": m, "plans": n} for t, m, n in recorder.timeline],
-        "plan_times": [{"t": p["t"], "latency_ms": p["latency_ms"]} for p in plans],
+        "plan_times": [{"t": p["t"], "stamp": p["stamp"], "latency_ms": p["latency_ms"]}
+                       for p in plans],
     }
 
 

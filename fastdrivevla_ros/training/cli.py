@@ -11,6 +11,7 @@ import json
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from fastdrivevla_ros.data.splits import SPLITS
     from fastdrivevla_ros.training import MODES
 
     p.add_argument("--model", required=True, help="the VLA (Qwen2.5-VL checkpoint dir or hub id) "
@@ -67,8 +68,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="newest checkpoints kept on disk")
     p.add_argument("--log-every", type=int, default=10,
                    help="steps between train_log.jsonl lines")
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="official nuScenes split to train on (nuscenes-devkit "
+                   "create_splits_scenes; --data must be the dataroot); default: every scene "
+                   "in --data except the val split")
+    p.add_argument("--scenes", nargs="+", default=(), metavar="NAME",
+                   help="nuScenes scene names to train on (with --split: each must be in it)")
+    p.add_argument("--allow-val", action="store_true",
+                   help="allow images of val scenes, which replay evaluates (refused otherwise: "
+                   "training on them leaks into the evaluation)")
+    p.add_argument("--nuscenes-version", default=None, metavar="VERSION",
+                   help="table folder in --data, e.g. v1.0-trainval (default: the only one)")
     p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="held-out share of images for the final foreground-coverage check")
+                   help="held-out share of the training scenes (whole scenes; whole images for "
+                   "non-nuScenes data) for the final foreground-coverage check in eval.json")
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, init)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore existing checkpoints in --out")
