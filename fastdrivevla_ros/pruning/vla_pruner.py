@@ -11,9 +11,9 @@ Official code (MINT-SJTU/VLA-Pruner, OpenVLA `modeling_prismatic.py` / `modeling
     got 0 attention at that step. `predict_action` builds the weights as
     `[decay ** i for i in range(w - 1, -1, -1)]` and adds `weights[i] * av_hist[-1 - i]`, so
     the NEWEST step gets decay^(w-1) = 0.64 and the OLDEST gets 1.0. That is the default here
-    (history_weights='official', selections identical to the official code); the exponential
-    smoothing the paper describes, newest step 1.0 then 0.8, 0.64 back in time, is the named
-    option history_weights='recency';
+    (history_weights='official', selections identical to the official code); decay read as
+    recency weighting (newest step 1.0, then 0.8, 0.64 back in time), as "temporal smoothing"
+    suggests, is the named option history_weights='recency';
   * merge-filter: the union of the top-K tokens of each score; if it holds more than K tokens,
     DivPrune's max-min diversity on the layer-0 embeddings of the union picks K of them;
   * warm-up: until w steps of history exist the official code does not prune at all. The engine
@@ -46,7 +46,7 @@ from fastdrivevla_ros.pruning.sparsevlm import scale_layer
 ACTION_LAYER_REFERENCE = 15     # official action-attention layer of the 32-layer LLM
 # How the w history frames are weighted (see the module docstring):
 #   official: oldest frame decay^0 = 1.0 ... newest decay^(w-1), as MINT-SJTU's code does;
-#   recency:  newest frame 1.0 ... oldest decay^(w-1), the paper's exponential smoothing.
+#   recency:  newest frame 1.0 ... oldest decay^(w-1), decay read as recency weighting.
 HISTORY_WEIGHTS = ("official", "recency")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 WAYPOINT_HEADER = "[x, y]:"
@@ -67,7 +67,7 @@ class VLAPruner(Pruner):
     layer: LLM layer K whose input is pruned (official 3); action_layer: decode attention layer
     (default: layer 15 of 32 scaled to the depth); window, decay: history length and decay
     (official 3, 0.8); history_weights: 'official' (oldest frame weighted 1.0, as the official
-    code) or 'recency' (newest frame 1.0, the paper's smoothing); max_gap_s: a larger time
+    code) or 'recency' (newest frame 1.0); max_gap_s: a larger time
     step resets the history; chunk_rows: query rows per attention chunk (memory only).
     """
 
