@@ -167,3 +167,19 @@ def test_a_missing_scene_fails_under_ci_and_says_how_to_point_at_one(tmp_path):
         require_scene(env | {"CI": "true"})
     with pytest.raises(pytest.skip.Exception, match="set FASTDRIVEVLA_SCENE=DIR"):
         require_scene(env)
+
+
+def test_no_command_help_imports_torch_or_transformers():
+    """The lazy-import property behind `--help` < 2 s (timed in benchmarks/help_times.py)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\n"
+            "from fastdrivevla_ros.cli import COMMANDS, main\n"
+            "for name in COMMANDS:\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        main([name, '--help'])\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
