@@ -53,6 +53,9 @@ REPLAY_MISTAKES = [
     (["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "/no/such/dir"],
      "--pruner-weights /no/such/dir: no such file"),
     (["--limit", "0"], "--limit must be >= 1"),
+    (["--pruner", "recon", "--pruning-ratio", "0.5"], "is learned: give its trained weights"),
+    (["--pruner", "fastv", "--pruning-ratio", "0.5", "--pruner-options", '{"nosuch": 1}'],
+     "bad options for pruner 'fastv'"),
     (["--baseline", "/no/such/run"], "no metrics.json in /no/such/run"),
     (["--device", "gpu"], "'gpu' is not a device"),
 ]
@@ -164,3 +167,19 @@ def test_a_missing_scene_fails_under_ci_and_says_how_to_point_at_one(tmp_path):
         require_scene(env | {"CI": "true"})
     with pytest.raises(pytest.skip.Exception, match="set FASTDRIVEVLA_SCENE=DIR"):
         require_scene(env)
+
+
+def test_no_command_help_imports_torch_or_transformers():
+    """The lazy-import property behind `--help` < 2 s (timed in benchmarks/help_times.py)."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\n"
+            "from fastdrivevla_ros.cli import COMMANDS, main\n"
+            "for name in COMMANDS:\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        main([name, '--help'])\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

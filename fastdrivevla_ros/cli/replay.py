@@ -15,14 +15,14 @@ from pathlib import Path
 from fastdrivevla_ros.errors import ConfigError
 
 # defaults of the settings a --budgets YAML may also set (flags default to None = "not given")
-REPLAY_DEFAULTS = {"model": None, "pruner": "none", "pruner_weights": None, "pruning_ratio": 0.0,
-                   "view_ratios": None, "cameras": ["CAM_FRONT"], "max_pixels": 512 * 512,
+REPLAY_DEFAULTS = {"model": None, "pruner": "none", "pruner_weights": None, "untrained": False,
+                   "pruner_options": None, "pruning_ratio": 0.0, "view_ratios": None, "cameras": ["CAM_FRONT"], "max_pixels": 512 * 512,
                    "image_size": None, "max_new_tokens": 320, "constrained": True,
                    "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa"}
 # node parameter (YAML) -> replay setting; image_width/image_height map to image_size
-_FROM_YAML = ("model", "pruner", "pruner_weights", "pruning_ratio", "view_ratios", "cameras",
-              "max_pixels", "max_new_tokens", "constrained", "device", "dtype",
-              "attn_implementation")
+_FROM_YAML = ("model", "pruner", "pruner_weights", "untrained", "pruner_options", "pruning_ratio",
+              "view_ratios", "cameras", "max_pixels", "max_new_tokens", "constrained", "device",
+              "dtype", "attn_implementation")
 DTYPES = ("float32", "bfloat16", "float16")
 # from_pretrained keywords that are PlannerSettings fields
 SETTINGS_KEYS = ("cameras", "max_pixels", "image_size", "pruning_ratio", "view_ratios",
@@ -52,15 +52,22 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "floor(N*(1-P)) kept); required with a pruner unless per-view ratios are "
                    f"given (default: the YAML's, else {d['pruning_ratio']})")
     p.add_argument("--pruner-weights", metavar="DIR",
-                   help="pruner weights directory (e.g. a trained ReconPruner)")
+                   help="trained weights directory of a learned pruner (recon)")
+    p.add_argument("--untrained", action="store_true", default=None,
+                   help="run a learned pruner (recon) without weights: random scores, for "
+                   "smoke tests and timing only")
+    p.add_argument("--pruner-options", metavar="JSON",
+                   help='pruner constructor options as a JSON object, e.g. \'{"layer": 3}\' '
+                   "(fastv)")
     p.add_argument("--view-ratios", type=float, nargs="+", metavar="P",
                    help="per-camera pruning ratios in --cameras order (Prune2Drive budgets; "
                    "replace --pruning-ratio per view) (default: the YAML's, else none)")
     p.add_argument("--budgets", metavar="YAML",
                    help="node parameter YAML, e.g. from `fastdrivevla search-budgets`: its "
-                   "pruner, pruner_weights, pruning_ratio, view_ratios, cameras, model, "
-                   "max_pixels, image_width/height, max_new_tokens, constrained, device, dtype "
-                   "apply unless the matching flag is given")
+                   "pruner, pruner_weights, untrained, pruner_options, pruning_ratio, "
+                   "view_ratios, cameras, model, max_pixels, image_width/height, "
+                   "max_new_tokens, constrained, device, dtype apply unless the matching flag "
+                   "is given")
     p.add_argument("--cameras", nargs="+", metavar="CAM",
                    help=f"cameras fed to the model, nuScenes channel names (default: "
                    f"{' '.join(d['cameras'])})")
@@ -120,10 +127,12 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
     if not values["model"]:
         raise ConfigError("--model is required (or --ground-truth-as-prediction)")
     _check_path(values["model"], "--model", may_be_hub_id=True)
-    options = {}
+    from fastdrivevla_ros.pruning.registry import pruner_options
+
     if values["pruner_weights"]:
         _check_path(values["pruner_weights"], "--pruner-weights")
-        options = {"weights": str(values["pruner_weights"])}
+    options = pruner_options(values["pruner"], values["pruner_options"],
+                             values["pruner_weights"], bool(values["untrained"]))
     engine = {"dtype": values["dtype"], "device": values["device"],
               "attn_implementation": values["attn_implementation"], "pruner": values["pruner"],
               "pruner_options": options, "cameras": tuple(values["cameras"]),
@@ -168,7 +177,7 @@ def _yaml_settings(path) -> dict:
 
     raw = load_parameter_file(path)
     out = {}
-    for key in _FROM_YAML:
+    for key in (k for k in _FROM_YAML if k in SPECS):
         if raw.get(key) not in (None, ""):
             try:
                 out[key] = SPECS[key].check(raw[key])
@@ -214,10 +223,9 @@ def _check_path(value, flag: str, may_be_hub_id: bool = False) -> None:
 
 def _check_engine(kw: dict) -> None:
     """What DrivingVLA.from_pretrained would reject, checked without loading a model."""
-    from fastdrivevla_ros.pruning.registry import check_pruner, require_pruning
+    from fastdrivevla_ros.pruning.registry import require_pruning
     from fastdrivevla_ros.vla.engine import PlannerSettings
 
-    check_pruner(kw["pruner"], kw["pruner_options"])
     require_pruning(kw["pruner"], kw["pruning_ratio"], kw["view_ratios"])
     PlannerSettings(**{k: kw[k] for k in SETTINGS_KEYS})
 
