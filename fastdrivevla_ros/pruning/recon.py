@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastdrivevla_ros.checkpoint import CONFIG_NAME, read_config, save_weights, WEIGHTS_NAME
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner
 
 MODEL_TYPE = "fastdrivevla_recon_pruner"
 FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 # What one LLM decoder layer needs from the VLA's text config (plus rope_parameters).
 LAYER_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
@@ -153,14 +152,10 @@ class ReconPrunerConfig:
 
     @classmethod
     def from_json_file(cls, path: Path) -> "ReconPrunerConfig":
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: unreadable ReconPruner config ({e})") from e
-        if not isinstance(d, dict) or d.get("model_type") != MODEL_TYPE:
+        d = read_config(path, "ReconPruner config")
+        if d.get("model_type") != MODEL_TYPE:
             raise CheckpointError(f"{path}: not a ReconPruner config (model_type "
-                                  f"{d.get('model_type') if isinstance(d, dict) else None!r}, "
-                                  f"expected {MODEL_TYPE!r})")
+                                  f"{d.get('model_type')!r}, expected {MODEL_TYPE!r})")
         if d.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: format_version {d.get('format_version')!r} is not "
                                   f"supported (expected {FORMAT_VERSION})")
@@ -247,15 +242,7 @@ class ReconPruner(nn.Module):
             raise CheckpointError(f"{file}: {e}") from e
 
     def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float32).contiguous()
-                 for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-        (path / CONFIG_NAME).write_text(self.config.to_json())
-        return path
+        return save_weights(self, path, self.config.to_json())
 
     def check_compatible(self, model, check_vision_weights: bool = True) -> None:
         """Raise CheckpointError unless `model` (a Qwen2.5-VL) produces the tokens this pruner was

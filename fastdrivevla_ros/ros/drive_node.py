@@ -31,11 +31,11 @@ import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
+from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
-from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer
 from fastdrivevla_ros.pipeline.images import image_decoder, RAW_ENCODINGS
 from fastdrivevla_ros.pipeline.log import leveled_log
 from fastdrivevla_ros.pipeline.params import (
@@ -44,6 +44,7 @@ from fastdrivevla_ros.pipeline.params import (
 from fastdrivevla_ros.pipeline.planner import PlannerService, PlanOutput
 from fastdrivevla_ros.pipeline.worker import FrameSet, LatestSetWorker, OutputGate
 from fastdrivevla_ros.ros import conversions
+from fastdrivevla_ros.ros.spin import run_node
 import message_filters
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import (
@@ -52,8 +53,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.logging import get_logger
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -303,24 +303,9 @@ class DriveNode(Node):
 def main(args=None) -> int:
     """Run the drive node; exit 2 with a clear message on a bad configuration."""
     rclpy.init(args=args)
-    try:
-        node = DriveNode()
-    except (ConfigError, ParameterException) as e:
-        get_logger(NODE_NAME).fatal(f'bad configuration, not starting:\n{e}')
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, DriveNode, (ConfigError, ParameterException),
+                    lambda: MultiThreadedExecutor(num_threads=3),
+                    lambda executor, node: executor.spin(), DriveNode.close)
 
 
 if __name__ == '__main__':

@@ -28,11 +28,11 @@ import sys
 from fastdrivevla_ros.errors import FastDriveError
 from fastdrivevla_ros.msg import PlannedTrajectory, PlanningGroundTruth
 from fastdrivevla_ros.pipeline.evaluation import IdleWatch, StreamEvaluator
+from fastdrivevla_ros.ros.spin import run_node
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.logging import get_logger
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -108,28 +108,16 @@ class ReplayEvaluator(Node):
             f"{metrics['l2_cm'].get('avg')} cm")
 
 
+def _spin_until_done(executor, node: 'ReplayEvaluator') -> None:
+    while rclpy.ok() and not node.done:
+        executor.spin_once(timeout_sec=0.5)
+
+
 def main(args=None) -> int:
     """Run until shutdown (or idle timeout), then write the metrics files."""
     rclpy.init(args=args)
-    try:
-        node = ReplayEvaluator()
-    except FastDriveError as e:
-        get_logger(NODE_NAME).fatal(f'bad configuration, not starting: {e}')
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not node.done:
-            executor.spin_once(timeout_sec=0.5)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.finish()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, ReplayEvaluator, (FastDriveError,), SingleThreadedExecutor,
+                    _spin_until_done, ReplayEvaluator.finish)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastdrivevla_ros.checkpoint import CONFIG_NAME, read_config, save_weights, WEIGHTS_NAME
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
 from fastdrivevla_ros.pruning.recon import (full_attention_layers, layer_config_from_vla,
                                             layer_text_config, load_layer_weights,
@@ -109,28 +110,20 @@ class ReconDecoder(nn.Module):
 
     # --------------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float32).contiguous()
-                 for k, v in self.state_dict().items()}
-        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
         config = {"model_type": MODEL_TYPE, **asdict(self.config)}
-        (path / "config.json").write_text(json.dumps(config, indent=2))
-        return path
+        return save_weights(self, path, json.dumps(config, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, attn_implementation: str = "sdpa") -> "ReconDecoder":
         from safetensors.torch import load_file
 
         path = Path(path)
+        d = read_config(path / CONFIG_NAME, "reconstruction decoder config")
+        if d.pop("model_type", None) != MODEL_TYPE:
+            raise CheckpointError(f"{path}: not a reconstruction decoder directory")
         try:
-            d = json.loads((path / "config.json").read_text())
-            if d.pop("model_type", None) != MODEL_TYPE:
-                raise CheckpointError(f"{path}: not a reconstruction decoder directory")
             decoder = cls(DecoderConfig(**d), attn_implementation)
-            decoder.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
-        except (OSError, json.JSONDecodeError, TypeError, RuntimeError) as e:
+            decoder.load_state_dict(load_file(str(path / WEIGHTS_NAME)), strict=True)
+        except (OSError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"{path}: cannot load the reconstruction decoder ({e})") from e
         return decoder

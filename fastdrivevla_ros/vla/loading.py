@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fastdrivevla_ros.checkpoint import read_config
 from fastdrivevla_ros.compat import check_transformers
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
 
@@ -26,10 +27,7 @@ def check_local_checkpoint(path: Path) -> None:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no config.json; is this a Hugging Face checkpoint dir?")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_file}: unreadable config ({e})") from e
+    config = read_config(config_file)
     if "auto_map" in config:
         raise CheckpointError(
             f"{path}: config.json has 'auto_map' (custom remote code). fastdrivevla never runs "

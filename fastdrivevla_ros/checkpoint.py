@@ -1,0 +1,41 @@
+"""A weights directory: config.json + model.safetensors, read and written one way.
+
+Shared by the VLA loader (vla/loading.py), ReconPruner (pruning/recon.py) and its
+reconstruction decoder (training/decoder.py). Safetensors only: never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastdrivevla_ros.errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def read_config(path: Path | str, what: str = "config") -> dict:
+    """The JSON object in `path`; CheckpointError naming `what` if it is missing or not one."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: {what} is not a JSON object")
+    return config
+
+
+def save_weights(module, path: Path | str, config_json: str) -> Path:
+    """Write `module`'s state (float32, on the CPU) and its config into directory `path`."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous()
+             for k, v in module.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    (path / CONFIG_NAME).write_text(config_json)
+    return path
