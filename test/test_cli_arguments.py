@@ -42,14 +42,14 @@ def _exit_code(argv: list[str]) -> int:
 
 
 REPLAY_MISTAKES = [
-    (["--pruning-ratio", "1.5", "--pruner", "random"], "pruning ratios must be in [0, 1)"),
+    (["--pruning-ratio", "1.5", "--pruner", "random"], "pruning_ratio: 1.5 is outside [0.0, 0.99]"),
     (["--pruner", "nosuch"], "invalid choice: 'nosuch'"),
     (["--shard", "3/2"], "--shard 3/2: need 0 <= i < n"),
     (["--pruner", "fastv"], "prunes nothing"),
-    (["--pruner", "random", "--view-ratios", "0.5", "0.5"], "2 view ratios for 1 cameras"),
+    (["--pruner", "random", "--view-ratios", "0.5", "0.5"], "view_ratios: 2 ratios for 1 cameras"),
     (["--pruner", "random", "--pruning-ratio", "0.5", "--image-size", "big"],
      "--image-size must be WxH"),
-    (["--cameras", "CAM_TOP"], "unknown cameras ['CAM_TOP']"),
+    (["--cameras", "CAM_TOP"], "cameras: unknown camera(s) ['CAM_TOP']"),
     (["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "/no/such/dir"],
      "--pruner-weights /no/such/dir: no such file"),
     (["--limit", "0"], "--limit must be >= 1"),
@@ -57,7 +57,7 @@ REPLAY_MISTAKES = [
     (["--pruner", "fastv", "--pruning-ratio", "0.5", "--pruner-options", '{"nosuch": 1}'],
      "bad options for pruner 'fastv'"),
     (["--baseline", "/no/such/run"], "no metrics.json in /no/such/run"),
-    (["--device", "gpu"], "'gpu' is not a device"),
+    (["--device", "gpu"], "device: 'gpu' is not a device"),
 ]
 
 
@@ -130,9 +130,9 @@ def test_replay_help_lists_the_pruners_and_its_defaults(capsys):
         main(["replay", "--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert ", ".join(available_pruners()) in text
-    for default in ("(default: the YAML's, else none)", "(default: CAM_FRONT)",
-                    "(default: 262144)", "(default: 320)", "(default: cpu)",
-                    "(default: float32)", "(default: omnidrive)"):
+    for default in ("(default: none)", "(default: CAM_FRONT)",
+                    "(default: 262144)", "(default: 320)", "(default: auto)",
+                    "(default: omnidrive)"):
         assert default in text
 
 

@@ -32,7 +32,8 @@ def test_search_budgets_end_to_end_writes_per_view_ratios(bag, tiny_model_dir, t
     argv = ["search-budgets", str(bag), "--model", str(tiny_model_dir), "--cameras", *CAMS,
             "--trials", "3", "--limit", "2", "--seed", "7", "--max-pixels", "12544",
             "--max-new-tokens", "4", "--no-constrained", "--out", str(out),
-            "--config-out", str(config), "--base-config", str(DRIVE_YAML), "--no-progress"]
+            "--config-out", str(config), "--config", str(DRIVE_YAML), "--pruner", "tfps",
+            "--no-progress"]
     assert main(argv) == 0
     search = json.loads((out / "search.json").read_text())
     trials = search["trials"]

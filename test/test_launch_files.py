@@ -187,7 +187,7 @@ def test_every_ros_package_imported_is_declared(package_xml):
     runtime = declared(package_xml, 'depend', 'exec_depend')
     tests = runtime | declared(package_xml, 'test_depend')
     local = {'fastdrivevla_ros', '__future__'}
-    stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time'}
+    stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time', 'typing'}
     third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil',
                    'tf2_ros': 'tf2_ros_py', 'cv_bridge': 'cv_bridge'}
     for path in ROS_CODE + sorted((REPO / 'test').glob('test_ros_*.py')):

@@ -76,7 +76,7 @@ def test_node_named_section_is_read_and_malformed_file_is_refused(tmp_path):
     ({'image_width': 1596}, 'both 0 .keep aspect. or both >= 28'),
     ({'camera_namespace': 'cam era'}, 'not a valid ROS topic name'),
     ({'sync_queue_size': 0}, r'sync_queue_size: 0 is outside \[1, 30\]'),
-    ({'view_ratios': [0.5, 0.5]}, 'view_ratios: 2 ratios for 6 cameras'),
+    ({'view_ratios': [0.5, 0.5]}, 'view_ratios: 2 ratios for 1 cameras'),
     ({'view_ratios': [0.5, 1] + [0.5] * 4}, 'expected a non-empty list of floats'),
     ({'view_ratios': [0.5, 1.0] + [0.5] * 4}, r'view_ratios: 1.0 is outside'),
 ])
@@ -182,7 +182,7 @@ def test_runtime_changes_are_validated_then_applied_once_set(post_set):
     updates = RuntimeUpdates(validate_config({'model': 'm'}), applied.append, post_set)
     assert 'outside' in updates.on_set({'pruning_ratio': 1.5})
     assert 'cannot change while the node runs' in updates.on_set({'pruner': 'random'})
-    assert applied == [] and updates.config.pruning_ratio == 0.5
+    assert applied == [] and updates.config.pruning_ratio == 0.0
     assert updates.on_set({'pruning_ratio': 0.75, 'use_sim_time': True}) is None
     if post_set:
         assert applied == []                  # another on-set callback may still refuse it

@@ -71,7 +71,8 @@ def frame_set(images: dict) -> FrameSet:
 def make_service(model, **params):
     config = validate_config({'model': str(model), 'cameras': list(CAMERAS), 'device': 'cpu',
                               'max_pixels': 224 * 224, 'max_new_tokens': 4,
-                              'constrained': False, 'pruner': 'random'} | params)
+                              'constrained': False, 'pruner': 'random',
+                              'pruning_ratio': 0.5} | params)
     diagnostics, logs = DriveDiagnostics(CAMERAS), []
     service = PlannerService(config, diagnostics, clock=Clock(),
                              history=lambda stamp: EgoHistory([EgoState(-2.0, 0.0, 4.0),

@@ -13,218 +13,22 @@
 # limitations under the License.
 
 """
-Every drive-node parameter, declared once: type, default, range, description, mutability.
+The drive node's view of the settings schema (vla/settings.py): checked values and updates.
 
-One table serves three places: rclpy ParameterDescriptors (ros/drive_node.py), validation of
-config/drive.yaml (`load_parameter_file`) and `ros2 param set` at runtime (`check_update`), so a
-value the node rejects is rejected with the same reason everywhere.
+The schema's one table gives the node its ParameterDescriptors (`descriptor_fields`), checks
+config/drive.yaml (`validate_config`) and `ros2 param set` at runtime (`check_update`), so a
+value the node rejects is rejected with the same reason by the CLI's `--config`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-import difflib
-import math
-from pathlib import Path
-import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.vla.prompt import CAMERAS
-import yaml
-
-NODE_NAME = 'fastdrivevla_drive'
-ROS_BUILTIN_PARAMETERS = ('use_sim_time',)   # declared by rclpy itself
-_TOPIC = re.compile(r'^[~/]?[A-Za-z_][A-Za-z0-9_/]*$')
-_DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?|mps)$')
-
-
-def _pruner_names() -> tuple[str, ...]:
-    from fastdrivevla_ros.pruning.registry import available_pruners
-
-    return tuple(available_pruners())
-
-
-def _cameras_problem(value: list[str]) -> str | None:
-    unknown = [c for c in value if c not in CAMERAS]
-    if unknown:
-        return f'unknown camera(s) {unknown}; use nuScenes channel names {list(CAMERAS)}'
-    if len(set(value)) != len(value) or not 1 <= len(value) <= 6:
-        return f'1-6 distinct cameras are needed, got {value}'
-    return None
-
-
-def _topic_problem(value: str) -> str | None:
-    if not _TOPIC.match(value) or '//' in value or (value.endswith('/') and value != '/'):
-        return f'{value!r} is not a valid ROS topic name'
-    return None
-
-
-def _frame_problem(value: str) -> str | None:
-    if value.startswith('/') or not _TOPIC.match(value):
-        return f'{value!r} is not a tf2 frame id (no leading slash)'
-    return None
-
-
-def _device_problem(value: str) -> str | None:
-    if not _DEVICE.match(value):
-        return f'{value!r} is not a device; use auto, cpu, cuda or cuda:N'
-    return None
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter. `kind` follows the default's type; `low`/`high` are inclusive."""
-
-    name: str
-    default: Any
-    description: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
-    runtime: bool = False              # changeable with `ros2 param set` while running
-    problem: Callable[[Any], str | None] | None = None   # extra check -> reason or None
-    kind_: str | None = None           # for a parameter without default (None = unset)
-
-    @property
-    def optional(self) -> bool:
-        """Return True when the parameter may stay unset (its default is None)."""
-        return self.default is None
-
-    @property
-    def kind(self) -> str:
-        """Return 'bool', 'int', 'float', 'str', 'str_list' or 'float_list'."""
-        if self.kind_ is not None:
-            return self.kind_
-        if isinstance(self.default, bool):
-            return 'bool'
-        if isinstance(self.default, (list, tuple)):
-            return 'str_list'
-        return {int: 'int', float: 'float', str: 'str'}[type(self.default)]
-
-    def allowed_choices(self) -> tuple[str, ...] | None:
-        """Return the allowed values of a string parameter (None: any)."""
-        return self.choices() if callable(self.choices) else self.choices
-
-    def check(self, value: Any) -> Any:
-        """Return `value` normalised (lists become tuples), or raise ConfigError saying why."""
-        if value is None and self.optional:
-            return None
-        value = self._check_type(value)
-        numbers = value if self.kind == 'float_list' else \
-            (value,) if self.kind in ('int', 'float') else ()
-        for number in numbers:
-            if not math.isfinite(number):
-                raise ConfigError(f'{self.name}: {number} is not a finite number')
-            if (self.low is not None and number < self.low) or \
-                    (self.high is not None and number > self.high):
-                raise ConfigError(f'{self.name}: {number} is outside [{self.low}, {self.high}]')
-        choices = self.allowed_choices()
-        if choices is not None and value not in choices:
-            raise ConfigError(f'{self.name}: {value!r} is not one of {list(choices)}')
-        reason = self.problem(value) if self.problem else None
-        if reason:
-            raise ConfigError(f'{self.name}: {reason}')
-        return value
-
-    def _check_type(self, value: Any) -> Any:
-        kind = self.kind
-        if kind == 'bool' and isinstance(value, bool):
-            return value
-        if kind == 'int' and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind == 'float' and isinstance(value, float):
-            return value
-        if kind == 'str' and isinstance(value, str):
-            return value
-        is_list = isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
-        if kind == 'str_list' and is_list and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        if kind == 'float_list' and is_list and all(isinstance(v, float) for v in value):
-            return tuple(float(v) for v in value)
-        hint = ''
-        if kind == 'float' and isinstance(value, int) and not isinstance(value, bool):
-            hint = f' (write {value}.0: ROS 2 refuses an integer for a double parameter)'
-        expected = {'str_list': 'a non-empty list of strings',
-                    'float_list': 'a non-empty list of floats (e.g. [0.5, 0.25])'
-                    }.get(kind, f'a {kind}')
-        raise ConfigError(f'{self.name}: expected {expected}, got {value!r}{hint}')
-
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    # model and pruning
-    ParamSpec('model', '', 'Qwen2.5-VL checkpoint directory or Hugging Face repo id '
-              '(safetensors only; `fastdrivevla make-tiny-model DIR` writes a test model)'),
-    ParamSpec('pruner', 'none', 'visual-token pruner name (`fastdrivevla plan --list-pruners`)',
-              choices=_pruner_names),
-    ParamSpec('pruner_weights', '', 'trained weights directory of a learned pruner (recon); '
-              "'' = none"),
-    ParamSpec('untrained', False, 'run a learned pruner (recon) without weights: random scores, '
-              'for smoke tests and timing only (a learned pruner needs this or pruner_weights)'),
-    ParamSpec('pruner_options', '', 'JSON object of pruner constructor options, e.g. '
-              '\'{"layer": 3}\' (fastv) or \'{"important_ratio": 0.3}\' (vispruner); '
-              "'' = defaults"),
-    ParamSpec('pruning_ratio', 0.5, 'fraction of visual tokens pruned per view '
-              '(K = floor(N * (1 - ratio)) kept); changeable at runtime',
-              low=0.0, high=0.99, runtime=True),
-    ParamSpec('view_ratios', None, 'per-camera pruning ratios, in the order of `cameras` '
-              '(Prune2Drive budgets from `fastdrivevla search-budgets`); unset = pruning_ratio '
-              'for every camera', low=0.0, high=0.99, runtime=True, kind_='float_list'),
-    ParamSpec('cameras', tuple(CAMERAS), 'cameras fed to the model (and synchronised), '
-              'nuScenes channel names; the first one stamps the plan', problem=_cameras_problem),
-    ParamSpec('max_pixels', 512 * 512, 'per-image pixel budget before the 28-px token grid '
-              '(Impromptu-VLA: 262144)', low=3136, high=16777216),
-    ParamSpec('image_width', 0, 'fixed resize width in px (0 = keep aspect within max_pixels; '
-              '1596 with image_height 1596 gives 3,249 tokens)', low=0, high=4096),
-    ParamSpec('image_height', 0, 'fixed resize height in px (0 = keep aspect)', low=0, high=4096),
-    ParamSpec('device', 'auto', 'torch device: auto (cuda if available), cpu, cuda, cuda:N',
-              problem=_device_problem),
-    ParamSpec('dtype', 'auto', 'model dtype (auto = bfloat16 on CUDA, float32 on CPU)',
-              choices=('auto', 'float32', 'bfloat16', 'float16')),
-    ParamSpec('attn_implementation', 'sdpa', 'attention kernel of the model',
-              choices=('sdpa', 'eager', 'flash_attention_2')),
-    ParamSpec('constrained', True, 'grammar-constrained decoding: always a well-formed plan',
-              runtime=True),
-    ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
-              runtime=True),
-    # inputs
-    ParamSpec('camera_namespace', 'cameras', 'camera topics are '
-              'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming); relative '
-              "names resolve in the node's namespace (__ns:=/car1 -> /car1/cameras/...)",
-              problem=lambda v: _topic_problem(v) if v else None),
-    ParamSpec('camera_image_name', 'image_rect', 'base image topic name under each camera',
-              problem=_topic_problem),
-    ParamSpec('image_transport', 'compressed', 'camera message type: compressed '
-              '(sensor_msgs/CompressedImage on .../compressed) or raw (sensor_msgs/Image)',
-              choices=('compressed', 'raw')),
-    ParamSpec('odom_topic', 'ego/odometry', "nav_msgs/Odometry giving the prompt's past "
-              "positions ('' = none: the prompt says standing still)",
-              problem=lambda v: _topic_problem(v) if v else None),
-    ParamSpec('ego_status_topic', 'ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
-              "acceleration and steering for the prompt ('' = derive from odometry)",
-              problem=lambda v: _topic_problem(v) if v else None),
-    ParamSpec('ego_frame', 'base_link', 'frame_id of the published plan (ego frame at the '
-              'source frame time)', problem=lambda v: None if v else 'must not be empty'),
-    ParamSpec('plan_frame', 'fastdrivevla_plan', 'child frame published as a static identity '
-              'transform under ego_frame, so ego_frame exists in TF and RViz (fixed frame '
-              "base_link) shows the plan even when nothing else publishes TF ('' = no TF)",
-              problem=lambda v: _frame_problem(v) if v else None),
-    ParamSpec('sync_slop_s', 0.06, 'ApproximateTimeSynchronizer slop: max stamp spread of one '
-              'camera set (nuScenes cameras spread ~40 ms)', low=0.001, high=1.0),
-    ParamSpec('sync_queue_size', 5, 'ApproximateTimeSynchronizer queue per camera (keep small: '
-              'matching cost grows as queue^(cameras-1))', low=1, high=30),
-    ParamSpec('max_staleness_s', 1.0, 'camera sets older than this (node clock minus stamp) '
-              'when the worker is free are dropped and counted', low=0.01, high=3600.0,
-              runtime=True),
-    ParamSpec('camera_timeout_s', 1.0, 'a camera silent for this long is reported missing in '
-              'diagnostics', low=0.05, high=60.0, runtime=True),
-    ParamSpec('diagnostics_period_s', 1.0, 'period of /diagnostics reports', low=0.05,
-              high=60.0),
-    # outputs
-    ParamSpec('publish_heatmaps', True, 'publish per-camera retained-token heatmaps and the '
-              'mosaic (bgr8)', runtime=True),
-)
-SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+from fastdrivevla_ros.vla.settings import (  # noqa: F401 (the node's names for the schema)
+    check_values, engine_kwargs, image_size, load_parameter_file, NODE_NAME, PARAMETERS,
+    ParamSpec, pruner_options_of, resolve_device, ROS_BUILTIN_PARAMETERS, settings_problems,
+    SPECS)
 
 
 class NodeConfig:
@@ -249,30 +53,15 @@ class NodeConfig:
     @property
     def image_size(self) -> tuple[int, int] | None:
         """Return the fixed (w, h) resize, or None to keep the aspect within max_pixels."""
-        if self.image_width and self.image_height:
-            return (self.image_width, self.image_height)
-        return None
+        return image_size(self._values)
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Return keyword arguments for DrivingVLA.from_pretrained (device/dtype resolved)."""
-        device = resolve_device(self.device)
-        dtype = self.dtype
-        if dtype == 'auto':
-            dtype = 'bfloat16' if device.startswith('cuda') else 'float32'
-        return {'dtype': dtype, 'device': device,
-                'attn_implementation': self.attn_implementation, 'pruner': self.pruner,
-                'pruner_options': self.pruner_options_dict(), 'cameras': tuple(self.cameras),
-                'max_pixels': self.max_pixels, 'image_size': self.image_size,
-                'pruning_ratio': self.pruning_ratio, 'view_ratios': self.view_ratios,
-                'max_new_tokens': self.max_new_tokens,
-                'constrained': self.constrained}
+        return engine_kwargs(self._values)
 
     def pruner_options_dict(self) -> dict[str, Any]:
         """Return the pruner's checked constructor options (weights / untrained included)."""
-        from fastdrivevla_ros.pruning.registry import pruner_options
-
-        return pruner_options(self.pruner, self.pruner_options, self.pruner_weights,
-                              self.untrained)
+        return pruner_options_of(self._values)
 
     def topic(self, camera: str) -> str:
         """Return the camera's input topic, e.g. cameras/CAM_FRONT/image_rect/compressed."""
@@ -282,16 +71,8 @@ class NodeConfig:
         return base + '/compressed' if self.image_transport == 'compressed' else base
 
 
-def resolve_device(device: str) -> str:
-    """Map 'auto' to 'cuda' when torch sees a GPU, else 'cpu'."""
-    if device != 'auto':
-        return device
-    import torch
-
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-def _cross_field_problems(values: dict[str, Any]) -> list[str]:
+def _node_problems(values: dict[str, Any]) -> list[str]:
+    """Return what the node needs beyond valid settings: a model, and live inputs only."""
     problems = []
     if not values['model']:
         problems.append('model: required; a checkpoint directory or hub id (e.g. '
@@ -299,36 +80,15 @@ def _cross_field_problems(values: dict[str, Any]) -> list[str]:
     if values['pruner'] == 'mask_oracle':
         problems.append('pruner: mask_oracle needs ground-truth foreground masks, which a live '
                         'node does not have; use it in offline replay')
-    else:
-        try:
-            NodeConfig(values).pruner_options_dict()
-        except ConfigError as e:
-            problems.append(f'pruner: {e}')
-    ratios = values['view_ratios']
-    if ratios is not None and len(ratios) != len(values['cameras']):
-        problems.append(f'view_ratios: {len(ratios)} ratios for {len(values["cameras"])} '
-                        'cameras (one per camera, in the order of `cameras`)')
-    w, h = values['image_width'], values['image_height']
-    if (w == 0) != (h == 0) or (w and min(w, h) < 28):
-        problems.append(f'image_width/image_height: both 0 (keep aspect) or both >= 28, '
-                        f'got {w}x{h}')
-    return problems
+        return problems
+    return problems + settings_problems(values)
 
 
 def validate_config(values: dict[str, Any] | None = None) -> NodeConfig:
     """Defaults overridden by `values`, every parameter checked; one ConfigError lists all."""
-    values = dict(values or {})
-    problems, out = [], {}
-    for name in values:
-        if name not in SPECS and name not in ROS_BUILTIN_PARAMETERS:
-            problems.append(_unknown(name))
-    for spec in PARAMETERS:
-        try:
-            out[spec.name] = spec.check(values.get(spec.name, spec.default))
-        except ConfigError as e:
-            problems.append(str(e))
+    out, problems = check_values(dict(values or {}))
     if not problems:
-        problems = _cross_field_problems(out)
+        problems = _node_problems(out)
     if problems:
         raise ConfigError('invalid drive-node parameters:\n  - ' + '\n  - '.join(problems))
     return NodeConfig(out)
@@ -349,7 +109,7 @@ def check_update(config: NodeConfig, changes: dict[str, Any]) -> NodeConfig:
             raise ConfigError(f'{name} cannot change while the node runs; set it at launch '
                               'and restart the node')
     merged = config.as_dict() | ours
-    problems = _cross_field_problems(merged)
+    problems = _node_problems(merged)
     if problems:
         raise ConfigError('; '.join(problems))
     return NodeConfig(merged)
@@ -426,36 +186,3 @@ def launch_value(name: str, text: str) -> Any:
         # the `ros2 launch` process, which runs on the system Python
         return value
     return value if name == 'use_sim_time' else SPECS[name].check(value)
-
-
-def _unknown(name: str) -> str:
-    close = difflib.get_close_matches(name, list(SPECS), n=1)
-    hint = f'; did you mean {close[0]!r}?' if close else ''
-    return f'unknown parameter {name!r}{hint}'
-
-
-def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """
-    Read a ROS 2 parameter YAML (`/**:` or `NODE:` -> `ros__parameters:`) for `node_name`.
-
-    Returns the raw values (validate with validate_config); raises ConfigError on a file that
-    ROS would not accept as a parameter file for this node.
-    """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f'{path}: cannot read parameter file ({e})') from e
-    if not isinstance(data, dict):
-        raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
-    values: dict[str, Any] = {}
-    for key in ('/**', node_name, f'/{node_name}'):
-        section = data.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not isinstance(section.get('ros__parameters'), dict):
-            raise ConfigError(f"{path}: '{key}' must contain a 'ros__parameters' mapping")
-        values.update(section['ros__parameters'])
-    if not values:
-        raise ConfigError(f"{path}: no '/**' or '{node_name}' section with ros__parameters")
-    return values
