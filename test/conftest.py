@@ -56,7 +56,7 @@ def engine(tiny_vla):
     from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
 
     model, tok, proc = tiny_vla
-    return DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=24))
+    return DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=24, constrained=False))
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ def small_engine(tiny_vla):
     model = Qwen2_5_VLForConditionalGeneration(build_config(tokenizer, "small")).eval()
     model.generation_config = GenerationConfig(eos_token_id=model.config.eos_token_id,
                                                do_sample=False)
-    return DrivingVLA(model, tokenizer, processor, PlannerSettings(max_new_tokens=2))
+    return DrivingVLA(model, tokenizer, processor, PlannerSettings(max_new_tokens=2, constrained=False))
 
 
 def _measured_vs_analytic(engine, image_size):

@@ -40,7 +40,8 @@ def make_engine(tiny_vla, pruner="none", ratio=0.0):
     model, tok, proc = tiny_vla
     pruner = build_pruner(pruner) if isinstance(pruner, str) else pruner
     return DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=8, max_pixels=3136,
-                                                        pruning_ratio=ratio), pruner)
+                                                        pruning_ratio=ratio, constrained=False),
+                      pruner)
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +405,8 @@ def test_merge_refuses_shards_whose_manifests_differ(bag, tiny_vla, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     replay_bag(bag, make_engine(tiny_vla), a, shard=(0, 2), progress=False)
     model, tok, proc = tiny_vla
-    other = DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=6, max_pixels=3136),
+    other = DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=6, max_pixels=3136,
+                                                         constrained=False),
                        build_pruner("none"))
     replay_bag(bag, other, b, shard=(1, 2), progress=False)
     with pytest.raises(DataError, match="not shards of one run .*settings.max_new_tokens: 8 != 6"):

@@ -149,7 +149,7 @@ def test_fastv_scoring_matches_eager_attention_of_layer_k_minus_1(tiny_model_dir
     cams = ("CAM_FRONT", "CAM_BACK")
     images = {c: camera_images[c] for c in cams}
     engine = DrivingVLA(model, tok, proc, PlannerSettings(cameras=cams, max_new_tokens=2,
-                                                          pruning_ratio=0.5),
+                                                          pruning_ratio=0.5, constrained=False),
                         build_pruner("fastv", layer=2))
     result = engine.plan(images)
 

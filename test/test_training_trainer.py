@@ -57,7 +57,8 @@ def test_two_steps_write_a_pruner_the_engine_uses_at_half_ratio(tiny_model_dir, 
 
     model, tok, proc = tiny_vla
     engine = DrivingVLA(model, tok, proc,
-                        PlannerSettings(pruning_ratio=0.5, max_pixels=128 * 128, max_new_tokens=2),
+                        PlannerSettings(pruning_ratio=0.5, max_pixels=128 * 128, max_new_tokens=2,
+                                        constrained=False),
                         pruner=build_pruner("recon", weights=str(out)))
     frame = sorted((scene_dir / "samples" / "CAM_FRONT").glob("*.jpg"))[0]
     result = engine.plan({"CAM_FRONT": np.asarray(Image.open(frame).convert("RGB"))})

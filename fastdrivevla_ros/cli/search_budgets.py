@@ -39,7 +39,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.data.bag_reader import BagFrames
     from fastdrivevla_ros.vla.engine import DrivingVLA
-    from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS, load_parameter_file
+    from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
 
     values = resolve_settings(args, ENGINE_KEYS)
     if not values["model"]:
@@ -57,11 +57,22 @@ def run(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     out = Path(args.out)
     write_search_json(result, out / "search.json")
-    base = load_parameter_file(args.config) if args.config else None
-    path = write_config(result, args.config_out or out / "view_budgets.yaml", values["pruner"],
-                        base, yaml_values(values, ENGINE_KEYS))
+    path = write_budgets(result, values, args.config, args.config_out or out / "view_budgets.yaml")
     rates = ", ".join(f"{c} {r:.2f}" for c, r in zip(result.cameras, result.best.rates))
     print(f"best of {len(result.trials)} trials: retention {rates}; objective "
           f"{result.best.objective:.4f} (L2 {result.best.l2_avg_m:.3f} m, unpruned "
           f"{result.reference_l2_m:.3f} m); wrote {path}")
     return 0
+
+
+def write_budgets(result, values: dict, config, path) -> Path:
+    """
+    The node YAML of a search: --config's parameters, the settings searched with, the budgets.
+
+    Every planner setting is written, so the file alone reproduces the run in the node and in
+    `replay --config`.
+    """
+    from fastdrivevla_ros.vla.settings import ENGINE_KEYS, load_parameter_file
+
+    base = load_parameter_file(config) if config else None
+    return write_config(result, path, values["pruner"], base, yaml_values(values, ENGINE_KEYS))

@@ -26,19 +26,22 @@ from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
 from fastdrivevla_ros.vla.parsing import parse_planning
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
+from fastdrivevla_ros.vla.settings import DEFAULTS
 
 
 @dataclass
 class PlannerSettings:
-    """What the node's parameters and the CLI's flags configure (validated in __post_init__)."""
+    """What the node's parameters and the CLI's flags configure (validated in __post_init__).
 
-    cameras: tuple[str, ...] = ("CAM_FRONT",)
-    max_pixels: int = 512 * 512                    # Impromptu-VLA's image_resolution
+    Defaults come from the settings schema (vla/settings.py), as the node's and the CLI's do."""
+
+    cameras: tuple[str, ...] = DEFAULTS["cameras"]
+    max_pixels: int = DEFAULTS["max_pixels"]       # Impromptu-VLA's image_resolution
     image_size: tuple[int, int] | None = None      # fixed (w, h), e.g. (1596, 1596): 3,249 tokens
-    pruning_ratio: float = 0.0
-    view_ratios: tuple[float, ...] | None = None   # per-view ratios (Prune2Drive budgets)
-    max_new_tokens: int = 320
-    constrained: bool = False
+    pruning_ratio: float = DEFAULTS["pruning_ratio"]
+    view_ratios: tuple[float, ...] | None = DEFAULTS["view_ratios"]   # per-view (Prune2Drive)
+    max_new_tokens: int = DEFAULTS["max_new_tokens"]
+    constrained: bool = DEFAULTS["constrained"]
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
