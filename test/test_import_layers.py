@@ -25,7 +25,7 @@ LAYERS = {
     'vla': 4,
     'pruning': 3,
     'viz': 2,
-    'compat': 1, 'checkpoint': 1,
+    'compat': 1, 'checkpoint': 1, 'conventions': 1,
     'errors': 0,
 }
 # third-party modules only the ROS adapter (and launch files) may import

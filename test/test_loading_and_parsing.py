@@ -41,6 +41,16 @@ def test_remote_code_checkpoint_is_refused(tiny_model_dir, tmp_path):
         load_vla(tmp_path / "m")
 
 
+def test_checkpoint_with_another_token_size_is_refused(tiny_model_dir, tmp_path):
+    """Grids, heatmaps and masks assume 28 px per LLM token (patch 14 x merge 2)."""
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["vision_config"]["patch_size"] = 16
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="covers 32 px"):
+        load_vla(tmp_path / "m")
+
+
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_vla(str(tmp_path / "nope"))

@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
+# the demo shows pruning on all six views (the schema's defaults plan unpruned on CAM_FRONT)
+DEMO_PRESETS = {"pruner": "recon", "pruning_ratio": 0.5, "cameras": CAMERAS}
 
 
 def load_demo_frame(folder: Path = DEMO_DATA) -> tuple[dict, EgoHistory, dict]:
@@ -56,56 +59,44 @@ def plot_trajectory(history: EgoHistory, waypoints: np.ndarray, path: Path, titl
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from fastdrivevla_ros.vla.settings import ENGINE_KEYS
+
     p.add_argument("--out", default="out/demo", help="output directory (created)")
-    p.add_argument("--model", default=None,
-                   help="Qwen2.5-VL checkpoint dir or hub id; default: build the tiny random "
-                        "model into OUT/tiny-model")
-    p.add_argument("--pruner", default="recon", help="pruner name (see `fastdrivevla plan "
-                   "--list-pruners`); recon without --pruner-weights is untrained")
-    p.add_argument("--pruner-weights", default=None, help="pruner weights directory")
-    p.add_argument("--pruning-ratio", type=float, default=0.5, help="fraction of tokens pruned")
-    p.add_argument("--cameras", default=",".join(CAMERAS),
-                   help="comma-separated cameras fed to the model")
-    p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="model weights dtype")
+    add_settings(p, ENGINE_KEYS, presets=DEMO_PRESETS, help_overrides={
+        "model": "Qwen2.5-VL checkpoint dir or hub id; unset: build the tiny random model into "
+                 "OUT/tiny-model",
+        "pruner": "pruner name (see `fastdrivevla plan --list-pruners`); recon without "
+                  "--pruner-weights is untrained"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastdrivevla_ros.pruning.registry import check_pruner, require_pruning
-    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
+    from fastdrivevla_ros.pruning.registry import require_pruning
+    from fastdrivevla_ros.vla.engine import DrivingVLA
+    from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
     from fastdrivevla_ros.vla.tiny import make_tiny_model
     from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay, with_legend
 
     # every argument checked before anything is built or loaded
-    pruner = args.pruner
-    options = {"weights": args.pruner_weights} if args.pruner_weights else {}
-    if pruner == "recon" and not args.pruner_weights:
-        options = {"untrained": True}   # random ReconPruner sized for this model
-    check_pruner(pruner, options)
-    require_pruning(pruner, args.pruning_ratio)
-    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
-    PlannerSettings(cameras=cameras, max_pixels=args.max_pixels,
-                    pruning_ratio=args.pruning_ratio)
-    if options.get("untrained"):
+    if (args.pruner or DEMO_PRESETS["pruner"]) == "recon" and not args.pruner_weights \
+            and args.untrained is None and not args.config:
+        args.untrained = True           # random ReconPruner sized for this model
         print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
+    values = resolve_settings(args, ENGINE_KEYS)
+    kwargs = engine_kwargs(values)
+    require_pruning(values["pruner"], values["pruning_ratio"], values["view_ratios"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = args.model
+    model = values["model"] or None
     if model is None:
         model = out / "tiny-model"
         if not (model / "config.json").is_file():
             print(f"building the tiny random Qwen2.5-VL in {model} ...")
             make_tiny_model(model)
-    engine = DrivingVLA.from_pretrained(
-        model, dtype=args.dtype, device=args.device, pruner=pruner, pruner_options=options,
-        cameras=cameras, max_pixels=args.max_pixels, pruning_ratio=args.pruning_ratio,
-        constrained=True)
+    engine = DrivingVLA.from_pretrained(model, **kwargs)
     images, history, meta = load_demo_frame()
     result = engine.plan(images, history)
 
-    random_weights = args.model is None       # the tiny model built above
+    random_weights = not values["model"]       # the tiny model built above
     (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1))
     title = f"{result.pruner} @ {result.pruning_ratio:.2f}: {result.status}"
     if random_weights:

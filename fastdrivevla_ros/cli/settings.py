@@ -83,15 +83,18 @@ def resolve_settings(args: argparse.Namespace, names) -> dict[str, Any]:
 
     Raises ConfigError naming each problem (an unknown YAML key too, with the closest name).
     """
-    from fastdrivevla_ros.vla.settings import check_values, load_parameter_file
+    from fastdrivevla_ros.vla.settings import check_values, load_parameter_file, SPECS
 
     values = dict(getattr(args, "_presets", None) or {})
     if getattr(args, "config", None):
         values.update(load_parameter_file(args.config))
     for name in names:
         given = getattr(args, name, None)
+        if isinstance(given, list):   # list flags take values separated by spaces or commas
+            given = [part for item in given for part in str(item).split(",") if part] \
+                if SPECS[name].kind == "str_list" else given
         if given is not None:
-            values[name] = list(given) if isinstance(given, list) else given
+            values[name] = given
     if "image_width" in names and getattr(args, "image_size", None):
         values["image_width"], values["image_height"] = parse_size(args.image_size)
     out, problems = check_values(values)

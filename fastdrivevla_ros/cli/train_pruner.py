@@ -13,6 +13,7 @@ import json
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from fastdrivevla_ros.data.splits import SPLITS
     from fastdrivevla_ros.training import MODES
+    from fastdrivevla_ros.vla.settings import DEFAULTS
 
     p.add_argument("--model", required=True, help="the VLA (Qwen2.5-VL checkpoint dir or hub id) "
                    "whose vision encoder feeds the pruner and whose LLM layers initialise it")
@@ -23,7 +24,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "by .png>, nonzero = foreground; repeat to OR several (default: DATA/masks)")
     p.add_argument("--out", required=True, help="output ReconPruner directory (resumes if it "
                    "holds checkpoints)")
-    p.add_argument("--max-pixels", type=int, default=512 * 512,
+    p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"],
                    help="training resolution cap (the VLA's max_pixels)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
                    help="fixed resize instead of --max-pixels (e.g. 1596 1596)")

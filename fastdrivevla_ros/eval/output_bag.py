@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdrivevla_ros.conventions import TOKEN_PX
+
 
 def write_output_bag(bag, records: list[dict], out: Path, distro: str = "jazzy") -> None:
     """Predicted paths (nav_msgs/Path, base_link at the keyframe stamp) and, where the run
@@ -68,7 +70,8 @@ def _heatmap_jpeg(frame, view: dict) -> bytes:
 
     rows, cols = view["grid"]
     rgb = frame.images([view["camera"]])[view["camera"]]
-    resized = np.asarray(Image.fromarray(rgb).resize((cols * 28, rows * 28), Image.BICUBIC))
+    resized = np.asarray(Image.fromarray(rgb).resize((cols * TOKEN_PX, rows * TOKEN_PX),
+                                                     Image.BICUBIC))
     overlay = token_overlay(ViewResult(view["camera"], (rows, cols),
                                        np.asarray(view["kept"], int), None, resized))
     buf = io.BytesIO()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastdrivevla_ros.conventions import TOKEN_PX
 from fastdrivevla_ros.errors import InputError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner
 
-TOKEN_PX = 28  # one LLM visual token covers 28x28 resized pixels
 
 
 class NoPruner(Pruner):

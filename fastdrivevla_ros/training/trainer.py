@@ -27,6 +27,7 @@ import torch
 
 from fastdrivevla_ros.errors import CheckpointError, ConfigError, DataError
 from fastdrivevla_ros.training.data import token_grid
+from fastdrivevla_ros.vla.settings import DEFAULTS
 
 COLLAPSE_LOW, COLLAPSE_HIGH = 0.02, 0.98   # share of tokens scored foreground
 
@@ -37,7 +38,7 @@ class TrainConfig:
     data: str
     out: str
     masks: tuple[str, ...] = ()           # default: DATA/masks
-    max_pixels: int = 512 * 512
+    max_pixels: int = DEFAULTS["max_pixels"]
     image_size: tuple[int, int] | None = None
     epochs: int = 10
     max_steps: int | None = None          # total optimizer steps (defines the cosine schedule)

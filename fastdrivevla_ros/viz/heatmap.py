@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fastdrivevla_ros.conventions import TOKEN_PX
+
 if TYPE_CHECKING:   # viz sits below vla: it draws a ViewResult but never imports vla
     from fastdrivevla_ros.vla.result import ViewResult
 
-TOKEN_PX = 28
 MOSAIC_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
                  ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))   # as seen from above
 

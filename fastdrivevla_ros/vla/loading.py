@@ -9,6 +9,7 @@ import torch
 
 from fastdrivevla_ros.checkpoint import read_config
 from fastdrivevla_ros.compat import check_transformers
+from fastdrivevla_ros.conventions import TOKEN_PX
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,6 +36,11 @@ def check_local_checkpoint(path: Path) -> None:
     if config.get("model_type") != "qwen2_5_vl":
         raise CheckpointError(f"{path}: model_type is {config.get('model_type')!r}, "
                               "expected 'qwen2_5_vl'")
+    vision = config.get("vision_config") or {}
+    token_px = vision.get("patch_size", 14) * vision.get("spatial_merge_size", 2)
+    if token_px != TOKEN_PX:
+        raise CheckpointError(f"{path}: one visual token covers {token_px} px (patch_size x "
+                              f"spatial_merge_size); token grids here assume {TOKEN_PX}")
     if not any(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         hint = (f" It only has pickle weights ({', '.join(pickles)}), which can execute code "
