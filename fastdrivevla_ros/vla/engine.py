@@ -240,7 +240,7 @@ class DrivingVLA:
                     pe, mask = self._rope_and_mask(seq)
                 layer_input = seq.hidden
                 seq.hidden = layer(seq.hidden[None], attention_mask=mask, position_embeddings=pe,
-                                   past_key_values=cache, use_cache=True)[0]
+                                   cache=cache, use_cache=True)[0]
         with clock("prefill"):
             return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
 
@@ -268,7 +268,7 @@ class DrivingVLA:
                 # one query over the whole cache: no mask needed (and none is valid for layers
                 # whose cache lengths differ after layer-K pruning)
                 h = layer(h, attention_mask=None, position_embeddings=pe,
-                          past_key_values=cache, use_cache=True)
+                          cache=cache, use_cache=True)
             logits = self.model.lm_head(self.norm(h[0, -1:]))[0]
         record = {"decode_inputs": {i: torch.stack(v) if v else None for i, v in recorded.items()},
                   "cache": cache, "tokens": tokens}
@@ -288,7 +288,7 @@ class DrivingVLA:
         mask = create_causal_mask(config=self.text_config, inputs_embeds=h,
                                   attention_mask=torch.ones(h.shape[:2], dtype=torch.long,
                                                             device=h.device),
-                                  past_key_values=None)
+                                  cache=None)
         return pe, mask
 
     def _context(self, layer: int, seq: _Sequence, input_ids, embeds0, inputs, extras,

@@ -125,6 +125,9 @@ def build_config(tokenizer, preset: str = "tiny"):
             num_key_value_heads=p["kv_heads"], intermediate_size=p["mlp"],
             max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True,
             rope_scaling={"type": "mrope", "mrope_section": p["mrope"]},
+            # with tied embeddings at the default 0.02 the random model's greedy reply repeats
+            # one token forever (decode-position bugs then go unseen); 0.3 gives varied replies
+            initializer_range=0.3,
             eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
