@@ -190,7 +190,7 @@ class _Replayer:
         if self.gt_mode:
             return {"waypoints": frame.target.future.tolist(), "status": "ok",
                     "reason": "", "text": "", "pruner": GT_PRUNER, "pruning_ratio": 0.0,
-                    "tokens_kept": 0, "tokens_total": 0, "num_generated": 0,
+                    "tokens_kept": 0, "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
                     "timings_ms": {"total": 0.0}, "views": []}
         if not self.temporal:
             self.engine.pruner.reset()   # every sample independent: shards and resumes agree
@@ -203,7 +203,8 @@ class _Replayer:
             return {"waypoints": [[0.0, 0.0]] * 6, "status": "error", "reason": str(e),
                     "text": "", "pruner": self.engine.pruner.name,
                     "pruning_ratio": self.engine.settings.pruning_ratio, "tokens_kept": 0,
-                    "tokens_total": 0, "num_generated": 0, "timings_ms": {}, "views": []}
+                    "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
+                    "timings_ms": {}, "views": []}
 
     def record(self, frame, result: dict) -> dict:
         target = frame.target
@@ -263,7 +264,8 @@ def _spec(bag, engine, shard, name, model, gt_mode) -> RunSpec:
     settings = {"cameras": list(s.cameras), "max_pixels": s.max_pixels,
                 "image_size": list(s.image_size) if s.image_size else None,
                 "view_ratios": list(s.view_ratios) if s.view_ratios else None,
-                "max_new_tokens": s.max_new_tokens, "constrained": s.constrained}
+                "max_new_tokens": s.max_new_tokens, "constrained": s.constrained,
+                "forced_tokens": s.forced_tokens}
     return RunSpec(str(Path(bag).resolve()), tuple(shard), engine.pruner.name, ratio, name,
                    model, settings)
 
@@ -465,6 +467,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=320)
     p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                    help="grammar-constrained decoding (always a parseable plan)")
+    p.add_argument("--forced-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --constrained: feed the tokens the reply format fixes along with "
+                        "the free ones (--no-forced-tokens: decode every token step by step)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn-implementation", default="sdpa")
@@ -511,7 +516,8 @@ def run(args: argparse.Namespace) -> int:
             cameras=tuple(cameras), max_pixels=args.max_pixels,
             image_size=_image_size(args.image_size), pruning_ratio=args.pruning_ratio,
             view_ratios=tuple(view_ratios) if view_ratios else None,
-            max_new_tokens=args.max_new_tokens, constrained=args.constrained)
+            max_new_tokens=args.max_new_tokens, constrained=args.constrained,
+            forced_tokens=args.forced_tokens)
     metrics = replay_bag(args.bag, engine, args.out, parse_shard(args.shard), args.limit,
                          gt_as_prediction=args.ground_truth_as_prediction,
                          name=args.convention, baseline=args.baseline,

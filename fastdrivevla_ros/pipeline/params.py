@@ -173,6 +173,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('sdpa', 'eager', 'flash_attention_2')),
     ParamSpec('constrained', True, 'grammar-constrained decoding: always a well-formed plan',
               runtime=True),
+    ParamSpec('forced_tokens', True, 'with constrained decoding: feed what the reply format '
+              'fixes (header, brackets, end) along with the free tokens instead of decoding it '
+              'token by token', runtime=True),
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     # inputs
@@ -249,7 +252,7 @@ class NodeConfig:
                 'max_pixels': self.max_pixels, 'image_size': self.image_size,
                 'pruning_ratio': self.pruning_ratio, 'view_ratios': self.view_ratios,
                 'max_new_tokens': self.max_new_tokens,
-                'constrained': self.constrained}
+                'constrained': self.constrained, 'forced_tokens': self.forced_tokens}
 
     def topic(self, camera: str) -> str:
         """Return the camera's input topic, e.g. /cameras/CAM_FRONT/image_rect/compressed."""

@@ -39,6 +39,7 @@ class PlannerSettings:
     view_ratios: tuple[float, ...] | None = None   # per-view ratios (Prune2Drive budgets)
     max_new_tokens: int = 320
     constrained: bool = False
+    forced_tokens: bool = True    # with `constrained`: grammar-fixed tokens cost no decode pass
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
@@ -120,6 +121,7 @@ class DrivingVLA:
         self.stop_ids = sorted({ids("<|im_end|>"), ids("<|endoftext|>"),
                                 *_as_list(model.generation_config.eos_token_id)})
         self._constraint = None
+        self.batch_forced = True   # False: feed forced tokens one pass each (exactness tests)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, *, dtype: str = "float32", device: str = "cpu",
@@ -168,7 +170,7 @@ class DrivingVLA:
                           views=views, pruner=self.pruner.name,
                           pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
                           timings_ms=clock.ms,
-                          num_generated=len(tokens))
+                          num_generated=len(tokens), decode_passes=record["passes"])
 
     # ------------------------------------------------------------------ stages
     def encode_images(self, inputs: ModelInputs, extras: dict) -> list[torch.Tensor]:
@@ -245,34 +247,84 @@ class DrivingVLA:
             return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
 
     def decode(self, logits: torch.Tensor, first_position: int, cache):
-        """Greedy decode; position of step t is first_position + t in all three M-RoPE rows."""
+        """Greedy decode; reply token j sits at position first_position + j (all three M-RoPE
+        rows). With constrained decoding and `forced_tokens`, what the grammar fixes is not
+        decoded: the header is fed in one pass, and each later forced run rides along with the
+        free token before it, so only free choices cost a pass."""
         matcher = self._constraint_matcher()
+        forcing = matcher is not None and self.settings.forced_tokens
+        limit = self.settings.max_new_tokens
         tokens: list[int] = []
+        forced: list[bool] = []
         recorded = {i: [] for i in self.pruner.record_decode_layers}
-        for step in range(self.settings.max_new_tokens):
+        passes = 0
+
+        def emit(ids: list[int], is_forced: bool) -> None:
+            for token in ids:
+                tokens.append(token)
+                forced.append(is_forced)
+                if matcher is not None:
+                    matcher.accept(token)
+
+        def stopped() -> bool:
+            return (len(tokens) >= limit or tokens[-1] in self.stop_ids
+                    or (matcher is not None and matcher.finished))
+
+        if forcing:
+            emit(matcher.forced()[:limit], True)      # <PLANNING> + header
+            if tokens and not stopped():
+                logits, n = self._feed(tokens, first_position, cache, recorded)
+                passes += n
+        while not (tokens and stopped()):
             if matcher is not None:
                 logits = matcher.mask(logits)
-            token = int(torch.argmax(logits))
-            tokens.append(token)
-            if matcher is not None:
-                matcher.accept(token)
-            done = token in self.stop_ids or (matcher is not None and matcher.finished)
-            if done or step == self.settings.max_new_tokens - 1:
+            emit([int(torch.argmax(logits))], False)
+            if stopped():
                 break   # no forward for a token nobody will read
-            pos = torch.full((3, 1, 1), first_position + step, device=self.device)
-            h = self.embed(torch.tensor([[token]], device=self.device))
-            pe = self.rotary(h, pos)
-            for i, layer in enumerate(self.layers):
-                if i in recorded:
-                    recorded[i].append(h[0, 0])
-                # one query over the whole cache: no mask needed (and none is valid for layers
-                # whose cache lengths differ after layer-K pruning)
-                h = layer(h, attention_mask=None, position_embeddings=pe,
-                          cache=cache, use_cache=True)
-            logits = self.model.lm_head(self.norm(h[0, -1:]))[0]
-        record = {"decode_inputs": {i: torch.stack(v) if v else None for i, v in recorded.items()},
-                  "cache": cache, "tokens": tokens}
+            start = len(tokens) - 1
+            if forcing:
+                emit(matcher.forced()[:limit - len(tokens)], True)
+                if stopped():
+                    break
+            logits, n = self._feed(tokens[start:], first_position + start, cache, recorded)
+            passes += n
+        record = {"decode_inputs": {i: torch.cat(v) if v else None for i, v in recorded.items()},
+                  "cache": cache, "tokens": tokens, "forced": forced, "passes": passes}
         return tokens, record
+
+    def _feed(self, ids: list[int], start: int, cache, recorded: dict):
+        """Run reply tokens `ids` (positions start, start+1, ...) through every layer on the
+        KV cache, one pass for all of them. Returns (the last one's logits [V], passes)."""
+        if len(ids) > 1 and not self.batch_forced:
+            for k in range(len(ids)):   # same tokens, one pass each (tests compare the two)
+                logits, _ = self._feed(ids[k:k + 1], start + k, cache, recorded)
+            return logits, len(ids)
+        n = len(ids)
+        h = self.embed(torch.tensor([ids], device=self.device))
+        pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
+        pe = self.rotary(h, pos)
+        masks: dict[int, torch.Tensor | None] = {}
+        for i, layer in enumerate(self.layers):
+            if i in recorded:
+                recorded[i].append(h[0])
+            # after layer-K pruning the layers' cache lengths differ: one mask per length
+            past = cache.get_seq_length(i)
+            if past not in masks:
+                masks[past] = self._decode_mask(past, n, h.dtype)
+            h = layer(h, attention_mask=masks[past], position_embeddings=pe,
+                      cache=cache, use_cache=True)
+        return self.model.lm_head(self.norm(h[0, -1:]))[0], 1
+
+    def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
+        None for one token (it sees the whole cache) and for FlashAttention (causal itself,
+        aligned bottom-right)."""
+        if n == 1 or self.text_config._attn_implementation == "flash_attention_2":
+            return None
+        keys = torch.arange(past + n, device=self.device)
+        allowed = keys[None, :] <= past + torch.arange(n, device=self.device)[:, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
     # ------------------------------------------------------------------ helpers
     def _new_cache(self):

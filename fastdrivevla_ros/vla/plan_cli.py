@@ -56,6 +56,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
     p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
                    help="grammar-constrained decoding (always a well-formed plan)")
+    p.add_argument("--forced-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --constrained: feed the tokens the reply format fixes along with "
+                        "the free ones (--no-forced-tokens: decode every token step by step)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", help="write plan.json and heatmaps here")
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         args.model, dtype=args.dtype, device=args.device, pruner=args.pruner,
         pruner_options={"weights": args.pruner_weights} if args.pruner_weights else None,
         cameras=tuple(images), max_pixels=args.max_pixels, image_size=size,
-        pruning_ratio=args.pruning_ratio, constrained=args.constrained)
+        pruning_ratio=args.pruning_ratio, constrained=args.constrained,
+        forced_tokens=args.forced_tokens)
     result = engine.plan(images, parse_history(args.history))
     print(json.dumps({k: v for k, v in result.to_json().items() if k != "views"}, indent=1))
     if args.out:

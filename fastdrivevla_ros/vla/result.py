@@ -45,7 +45,8 @@ class PlanResult:
     pruning_ratio: float
     timings_ms: dict[str, float]       # vision, scoring, prefill, decode, total
     reason: str = ""
-    num_generated: int = 0
+    num_generated: int = 0             # reply tokens emitted (forced header included)
+    decode_passes: int = 0             # forward passes after the prefill (header pass included)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +67,7 @@ class PlanResult:
             "status": self.status, "reason": self.reason, "text": self.text,
             "pruner": self.pruner, "pruning_ratio": self.pruning_ratio,
             "tokens_kept": self.tokens_kept, "tokens_total": self.tokens_total,
-            "num_generated": self.num_generated,
+            "num_generated": self.num_generated, "decode_passes": self.decode_passes,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "views": [{"camera": v.camera, "grid": list(v.grid), "kept": v.kept.tolist()}
                       for v in self.views],
