@@ -53,8 +53,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every config)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up plans per config")
-    p.add_argument("--decode-tokens", type=int, default=16,
-                   help="fixed number of decode steps (stop tokens disabled)")
+    p.add_argument("--max-new-tokens", type=int, default=320,
+                   help="reply budget; the real constrained reply is decoded (~140-170 tokens)")
+    p.add_argument("--forced-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode the pruner x ratio table with forced tokens (--no-forced-tokens:"
+                        " step by step); the whole-plan table always shows both")
+    p.add_argument("--decode-tokens", type=int,
+                   help="instead of the real reply: exactly N greedy steps, grammar and stop "
+                        "tokens off (fixed-length cost probe; no whole-plan table)")
+    p.add_argument("--plan-pruner", default="recon",
+                   help="pruner of the whole-plan table's pruned rows ('' = no table); recon "
+                        "without --pruner-options weights is timed untrained")
+    p.add_argument("--plan-ratios", default="0.5,0.75",
+                   help="pruning ratios of the whole-plan table's pruned rows")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn-implementation", default="sdpa",
@@ -92,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         doc = run_bench(args.model, pruners=pruners,
                         ratios=parse_float_list(args.ratios, "--ratios"), views=args.views,
                         max_pixels=args.max_pixels, image_size=parse_size(args.image_size),
-                        decode_tokens=args.decode_tokens,
+                        decode_tokens=args.decode_tokens, max_new_tokens=args.max_new_tokens,
+                        forced_tokens=args.forced_tokens, plan_pruner=args.plan_pruner or None,
+                        plan_ratios=parse_float_list(args.plan_ratios, "--plan-ratios"),
                         pruner_options=parse_pruner_options(args.pruner_options), **common)
         paths = write_bench(doc, args.out)
         print(bench_markdown(doc))
