@@ -151,3 +151,19 @@ def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
     result = engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
     assert result.ok and result.decode_passes == result.num_generated - 1
     assert np.isfinite(result.waypoints).all()
+
+
+@pytest.mark.parametrize("views,pruner,options,ratio", [(1, "none", {}, 0.0),
+                                                        (6, "fastv", {"layer": 2}, 0.5)])
+def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_images, views,
+                                                             pruner, options, ratio):
+    """Pre-allocated KV cache, fixed shapes (what decode_step='compiled' compiles): same reply.
+    After FastV-style pruning the layers' caches hold different lengths."""
+    inputs = _setup(engine, camera_images, views, pruner, options, ratio)
+    tokens, record, calls, _ = _decode(engine, inputs)
+    engine.configure(decode_step="static")
+    engine.pruner = build_pruner(pruner, **options)
+    for _ in range(2):          # the second plan reuses the pre-allocated cache
+        static_tokens, static_record, static_calls, _ = _decode(engine, inputs)
+        assert static_tokens == tokens and static_record["passes"] == record["passes"]
+        torch.testing.assert_close(static_calls, calls, **TOL)

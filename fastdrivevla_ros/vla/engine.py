@@ -28,6 +28,9 @@ from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
 
 
+DECODE_STEPS = ("dynamic", "static", "compiled")
+
+
 @dataclass
 class PlannerSettings:
     """What the node's parameters and the CLI's flags configure (validated in __post_init__)."""
@@ -40,6 +43,9 @@ class PlannerSettings:
     max_new_tokens: int = 320
     constrained: bool = False
     forced_tokens: bool = True    # with `constrained`: grammar-fixed tokens cost no decode pass
+    #: "dynamic": growing KV cache, eager; "static": pre-allocated KV cache (StaticCache), fixed
+    #: shapes; "compiled": static + the one-token step under torch.compile (CUDA graphs on GPU)
+    decode_step: str = "dynamic"
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
@@ -64,6 +70,9 @@ class PlannerSettings:
                                   f"{len(self.cameras)} cameras")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
+        if self.decode_step not in DECODE_STEPS:
+            raise ConfigError(f"decode_step must be one of {DECODE_STEPS}, got "
+                              f"{self.decode_step!r}")
 
 
 class _Stopwatch:
@@ -122,6 +131,7 @@ class DrivingVLA:
                                 *_as_list(model.generation_config.eos_token_id)})
         self._constraint = None
         self.batch_forced = True   # False: feed forced tokens one pass each (exactness tests)
+        self._static = None        # (StaticCache, compiled step or None), reused across plans
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, *, dtype: str = "float32", device: str = "cpu",
@@ -215,6 +225,7 @@ class DrivingVLA:
         cache = self._new_cache()
         logits = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
         with clock("decode"):
+            cache = self._decode_cache(cache)
             tokens, record = self.decode(logits, int(positions.max()) + 1, cache)
         record.update(sequence=seq, extras=extras, cameras=self.settings.cameras,
                       grids=inputs.grids)
@@ -300,8 +311,13 @@ class DrivingVLA:
                 logits, _ = self._feed(ids[k:k + 1], start + k, cache, recorded)
             return logits, len(ids)
         n = len(ids)
-        h = self.embed(torch.tensor([ids], device=self.device))
+        token = torch.tensor([ids], device=self.device)
         pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
+        if self._static is not None and cache is self._static[0]:
+            step = self._static[1] if n == 1 and self._static[1] is not None else \
+                self._static_pass
+            return step(token, pos, cache).clone(), 1   # clone: CUDA graphs reuse the output
+        h = self.embed(token)
         pe = self.rotary(h, pos)
         masks: dict[int, torch.Tensor | None] = {}
         for i, layer in enumerate(self.layers):
@@ -314,6 +330,48 @@ class DrivingVLA:
             h = layer(h, attention_mask=masks[past], position_embeddings=pe,
                       cache=cache, use_cache=True)
         return self.model.lm_head(self.norm(h[0, -1:]))[0], 1
+
+    # ------------------------------------------------------------------ static decode step
+    def _decode_cache(self, cache):
+        """The prefill's DynamicCache, or (decode_step static/compiled) a pre-allocated
+        StaticCache holding the same keys/values, reused across plans so a compiled step sees
+        the same buffers. Pruners that record decode inputs (VLA-Pruner) keep the dynamic one."""
+        mode = self.settings.decode_step
+        if mode == "dynamic" or self.pruner.record_decode_layers:
+            return cache
+        from transformers import StaticCache
+
+        kv = [_layer_kv(cache, i) for i in range(len(self.layers))]
+        need = max(k.shape[-2] for k, _ in kv) + self.settings.max_new_tokens
+        if (self._static is None or self._static[0].layers[0].max_cache_len < need
+                or (self._static[1] is not None) != (mode == "compiled")):
+            static = StaticCache(config=self.text_config, max_cache_len=need)
+            step = None
+            if mode == "compiled":
+                step = torch.compile(self._static_pass, fullgraph=False, mode=(
+                    "reduce-overhead" if self.device.type == "cuda" else None))
+            self._static = (static, step)
+        static = self._static[0]
+        static.reset()
+        for layer, (k, v) in zip(static.layers, kv):
+            layer.update(k, v)
+        return static
+
+    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        """token [1, n], pos [3, 1, n] -> logits [V] on the StaticCache: fixed shapes, the
+        valid length of each layer read from its own length tensor (no host sync)."""
+        h = self.embed(token)
+        pe = self.rotary(h, pos)
+        n = token.shape[1]
+        for layer, layer_cache in zip(self.layers, cache.layers):
+            keys = torch.arange(layer_cache.max_cache_len, device=h.device)
+            before = layer_cache.cumulative_length if layer_cache.is_initialized else 0
+            allowed = keys[None, :] <= before + torch.arange(n, device=h.device)[:, None]
+            mask = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(
+                ~allowed, torch.finfo(h.dtype).min)[None, None]
+            h = layer(h, attention_mask=mask, position_embeddings=pe, cache=cache,
+                      use_cache=True)
+        return self.model.lm_head(self.norm(h[0, -1:]))[0]
 
     def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
         """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
@@ -406,6 +464,13 @@ class _AttentionRows:
         causal = torch.arange(n, device=x.device)[None, :] > query_positions[:, None]
         scores = scores.masked_fill(causal, float("-inf"))
         return torch.softmax(scores, dim=-1)[0]
+
+
+def _layer_kv(cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values [1, kv_heads, len, head_dim] of layer i of a DynamicCache (the one place
+    that reads transformers' per-layer cache objects)."""
+    layer = cache.layers[i]
+    return layer.keys, layer.values
 
 
 def _check_selection(name: str, view: ViewTokens, kept: torch.Tensor, k: int) -> None:
