@@ -66,6 +66,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "without --pruner-options weights is timed untrained")
     p.add_argument("--plan-ratios", default="0.5,0.75",
                    help="pruning ratios of the whole-plan table's pruned rows")
+    p.add_argument("--decode-step", default="dynamic", choices=["dynamic", "static", "compiled"],
+                   help="decode pass of our rows: growing KV cache, pre-allocated KV cache, or "
+                        "that under torch.compile (compiles during warm-up)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--attn-implementation", default="sdpa",
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                         decode_tokens=args.decode_tokens, max_new_tokens=args.max_new_tokens,
                         forced_tokens=args.forced_tokens, plan_pruner=args.plan_pruner or None,
                         plan_ratios=parse_float_list(args.plan_ratios, "--plan-ratios"),
+                        decode_step=args.decode_step,
                         pruner_options=parse_pruner_options(args.pruner_options), **common)
         paths = write_bench(doc, args.out)
         print(bench_markdown(doc))

@@ -343,7 +343,8 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
               attn_implementation: str = "sdpa", pruner_options: dict | None = None,
               threads: int | None = None, frames: dict | None = None,
               progress: bool = True, max_new_tokens: int = 320, forced_tokens: bool = True,
-              plan_pruner: str | None = "recon", plan_ratios=(0.5, 0.75)) -> dict:
+              plan_pruner: str | None = "recon", plan_ratios=(0.5, 0.75),
+              decode_step: str = "dynamic") -> dict:
     """Benchmark `pruners` x `ratios` on one model; returns the bench.json document.
 
     pruners: names from the registry (None = all available); ratio 0 is the shared baseline.
@@ -374,7 +375,7 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
         model_dir, dtype=dtype, device=str(dev), attn_implementation=attn_implementation,
         cameras=cameras, max_pixels=max_pixels, image_size=image_size,
         max_new_tokens=decode_tokens or max_new_tokens, constrained=decode_tokens is None,
-        forced_tokens=forced_tokens)
+        forced_tokens=forced_tokens, decode_step=decode_step)
     source = "synthetic 1600x900" if frames is None else "given"
     frames = frames if frames is not None else synthetic_frames(cameras)
     skipped: list[dict] = []
@@ -413,7 +414,7 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
                   "grids": [list(g) for g in inputs.grids], "decode_tokens": decode_tokens,
                   "max_new_tokens": max_new_tokens, "forced_tokens": forced_tokens,
                   "constrained": decode_tokens is None, "plan_pruner": plan_pruner,
-                  "plan_ratios": list(plan_ratios),
+                  "plan_ratios": list(plan_ratios), "decode_step": decode_step,
                   "repeats": repeats, "warmup": warmup, "ratios": ratios,
                   "pruners": pruners, "input": source},
         load_average={"start": load_start, "end": _load_average()},

@@ -176,6 +176,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('forced_tokens', True, 'with constrained decoding: feed what the reply format '
               'fixes (header, brackets, end) along with the free tokens instead of decoding it '
               'token by token', runtime=True),
+    ParamSpec('decode_step', 'dynamic', 'decode pass: dynamic (growing KV cache), static '
+              '(pre-allocated KV cache, fixed shapes) or compiled (static + torch.compile; '
+              'CUDA graphs on a GPU; the first plans compile)',
+              choices=('dynamic', 'static', 'compiled')),
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     # inputs
@@ -252,7 +256,8 @@ class NodeConfig:
                 'max_pixels': self.max_pixels, 'image_size': self.image_size,
                 'pruning_ratio': self.pruning_ratio, 'view_ratios': self.view_ratios,
                 'max_new_tokens': self.max_new_tokens,
-                'constrained': self.constrained, 'forced_tokens': self.forced_tokens}
+                'constrained': self.constrained, 'forced_tokens': self.forced_tokens,
+                'decode_step': self.decode_step}
 
     def topic(self, camera: str) -> str:
         """Return the camera's input topic, e.g. /cameras/CAM_FRONT/image_rect/compressed."""

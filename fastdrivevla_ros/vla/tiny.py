@@ -27,6 +27,7 @@ ADDED_TOKENS = [
 ]
 FIRST_ADDED_ID = 151643
 VOCAB_SIZE = 151936     # Qwen2.5-VL's embedding rows (the tokenizer's 151,665 padded)
+LEGACY_VOCAB = 787      # this builder's former trained-BPE vocabulary (see _random_model)
 
 # Qwen2-VL / Qwen2.5-VL chat template (as shipped in the hub's chat_template.json).
 CHAT_TEMPLATE = (
@@ -123,16 +124,15 @@ def build_config(tokenizer, preset: str = "tiny"):
             vocab_size=VOCAB_SIZE, hidden_size=p["text_width"],
             num_hidden_layers=p["text_layers"], num_attention_heads=p["text_heads"],
             num_key_value_heads=p["kv_heads"], intermediate_size=p["mlp"],
-            max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True,
+            max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
             rope_scaling={"type": "mrope", "mrope_section": p["mrope"]},
-            # with tied embeddings at the default 0.02 the random model's greedy reply repeats
-            # one token forever (decode-position bugs then go unseen); 0.3 gives varied replies
-            initializer_range=0.3,
             eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
-        tie_word_embeddings=True)   # as Qwen2.5-VL-3B; halves the tiny checkpoint
+        # untied (as Qwen2.5-VL-7B): with tied embeddings a random model's greedy reply repeats
+        # its input token forever, and decode-position bugs would go unseen
+        tie_word_embeddings=False)
 
 
 def build_image_processor(max_pixels: int = 512 * 512):
@@ -141,6 +141,31 @@ def build_image_processor(max_pixels: int = 512 * 512):
 
     return Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14,
                                     temporal_patch_size=2, merge_size=2)
+
+
+def _random_model(config, seed: int):
+    """Random weights from `seed`. Everything but the embedding and head is drawn exactly as
+    this builder did with its former 787-token vocabulary (the random VLA that tests of pruner
+    training were set up on stays the same); the 151,936-row embedding and head follow."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    text = config.text_config
+    vocab, pad = text.vocab_size, text.pad_token_id
+    text.vocab_size, text.pad_token_id = LEGACY_VOCAB, None
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    text.vocab_size, text.pad_token_id = vocab, pad
+    std = text.initializer_range
+    lm = model.model.language_model
+    lm.embed_tokens = torch.nn.Embedding(vocab, lm.embed_tokens.embedding_dim, pad)
+    model.lm_head = torch.nn.Linear(lm.embed_tokens.embedding_dim, vocab, bias=False)
+    with torch.no_grad():
+        lm.embed_tokens.weight.normal_(0.0, std)
+        model.lm_head.weight.normal_(0.0, std)
+        lm.embed_tokens.weight[pad].zero_()
+    lm.vocab_size, lm.padding_idx = vocab, pad
+    return model
 
 
 def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
@@ -153,8 +178,7 @@ def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(build_config(tokenizer, preset)).eval()
+    model = _random_model(build_config(tokenizer, preset), seed)
     model.generation_config = GenerationConfig(
         eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
         do_sample=False)
@@ -167,7 +191,7 @@ def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) ->
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="directory to write the checkpoint into (created)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                   help="'tiny' (tests, demo: ~40 MB, mostly the 151,936-row embedding) or "
+                   help="'tiny' (tests, demo: ~80 MB, mostly the 151,936-row embedding and head) or "
                         "'small' (larger CPU benchmark config)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
 
