@@ -195,7 +195,7 @@ class _Replayer:
         if not self.temporal:
             self.engine.pruner.reset()   # every sample independent: shards and resumes agree
         try:
-            return self.engine.plan(frame.images(self.cameras), frame.history).to_json()
+            return self.engine.plan(frame.compressed(self.cameras), frame.history).to_json()
         except (InputError, DataError) as e:
             if self.on_error == "stop":
                 raise DataError(f"keyframe {frame.token} ({frame.scene_name} "
