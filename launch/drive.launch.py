@@ -12,14 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch the fastdrivevla drive node (and RViz).
+"""
+Launch the fastdrivevla drive node (and RViz).
 
   ros2 launch fastdrivevla_ros drive.launch.py model:=/models/impromptu-vla
       pruner:=recon pruner_weights:=/models/reconpruner pruning_ratio:=0.75 rviz:=true
 (one command line)
 
-Arguments: model, pruner, pruner_weights, pruning_ratio, camera_namespace, device,
-use_sim_time (each overrides params_file only when given), params_file (default: the
+Arguments: model, pruner, pruner_weights, untrained, pruner_options, pruning_ratio,
+camera_namespace, device, use_sim_time (each overrides params_file only when given),
+params_file (default: the
 package's config/drive.yaml), rviz (true|false). `ros2 param set /fastdrivevla_drive
 pruning_ratio 0.6` changes the ratio while it runs.
 """

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The files the ament linter tests check: the ROS-facing code written in ROS 2 style.
+"""
+The files the ament linter tests check: the ROS-facing code written in ROS 2 style.
 
 The core library follows the project's own style (checked by its own CI); these files are
 what a ROS reviewer reads: the nodes, their ROS-free pipeline, launch files and their tests.

@@ -175,6 +175,20 @@ def test_samples_already_off_road_at_t0_never_count_but_stay_in_the_denominator(
     assert m["intersection_pct"]["3s"] == pytest.approx(50.0)
 
 
+def test_waypoints_beyond_the_map_patch_are_counted_not_scored_as_on_road():
+    from fastdrivevla_ros.eval.report import table_rows
+
+    far = np.array([[120.0 * (i + 1), 0.0] for i in range(6)])   # a random model's 700 m jump
+    m = evaluate({"far": far, "ok": STRAIGHT},                   # patch: [-50, 50) m
+                 [_target(drivable=_road(8.0), token="far"),
+                  _target(drivable=_road(8.0), token="ok")])
+    assert m["intersection_pct"]["avg"] == 0.0          # the metric itself cannot see them,
+    assert m["waypoints_outside_map"] == 6 and m["samples_outside_map"] == 1   # so: counted
+    row = table_rows([m | {"pruner": "none"}], None)[2]
+    assert row.endswith("| 6 (in 1 samples) |")
+    assert "Waypoints off the map patch" in table_rows([m], None)[0]
+
+
 # ------------------------------------------------------------------------------ real data
 @pytest.fixture(scope="module")
 def targets(scene_dir):

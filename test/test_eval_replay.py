@@ -82,7 +82,7 @@ def test_replay_with_two_pruners_writes_every_output(bag, tiny_vla, unpruned_run
     assert all(r["tokens_kept"] == 3 and r["tokens_total"] == 6 for r in records)
     assert (m["pruner"], m["pruning_ratio"]) == ("random", 0.5)
     report = (out / "report.md").read_text()
-    assert "| unpruned |" in report and "| random (50% pruned) |" in report and "Rel." in report
+    assert "| unpruned |" in report and "| random, 50% kept |" in report and "Rel." in report
     with Reader(out / "predictions_bag") as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts == {"/planning/predicted/path": KEYFRAMES,
@@ -126,6 +126,9 @@ def test_two_shards_merged_equal_the_unsharded_run(bag, tiny_vla, unpruned_run, 
     merged = merge_runs(tmp_path / "merged", shards)
     assert _plans(tmp_path / "merged") == _plans(base_dir)
     assert {k: merged[k] for k in SCORES} == {k: base[k] for k in SCORES}
+    with pytest.raises(DataError, match="no metrics.json"):     # fails after writing
+        merge_runs(tmp_path / "half", shards, baseline=tmp_path / "no-such-run")
+    assert not (tmp_path / "half").exists()                   # no half-written merge left
 
 
 def test_merge_refuses_missing_unfinished_or_duplicated_shards(bag, tiny_vla, unpruned_run,
@@ -140,7 +143,7 @@ def test_merge_refuses_missing_unfinished_or_duplicated_shards(bag, tiny_vla, un
     replay_bag(bag, make_engine(tiny_vla), cut, shard=(1, 2), limit=1, progress=False)
     with pytest.raises(DataError, match="shard 1/2 .* did not finish"):
         merge_runs(tmp_path / "m3", [only, cut])
-    with pytest.raises(DataError, match="disagree on pruner"):
+    with pytest.raises(DataError, match="not shards of one run .*pruner"):
         merge_runs(tmp_path / "m4", [only, _gt_run(bag, tmp_path / "gt", shard=(1, 2))])
 
 
@@ -214,9 +217,9 @@ def test_cli_replay_then_report_compares_runs(bag, tiny_model_dir, unpruned_run,
                  "--no-progress"]) == 0
     assert len(_lines(out)) == 2
     assert main(["report", str(unpruned_run[0]), str(out), "--out", str(tmp_path / "cmp"),
-                 "--baseline", str(unpruned_run[0])]) == 0
+                 "--baseline", str(unpruned_run[0]), "--intersect"]) == 0
     assert (tmp_path / "cmp" / "metrics_vs_ratio.png").stat().st_size > 0
-    assert "random (75% pruned)" in (tmp_path / "cmp" / "report.md").read_text()
+    assert "random, 17% kept" in (tmp_path / "cmp" / "report.md").read_text()
     assert main(["replay", str(bag), "--out", str(tmp_path / "x")]) == 2   # no --model
 
 
@@ -237,7 +240,7 @@ def test_cli_replay_uses_the_per_camera_budgets_search_budgets_wrote(bag, tiny_m
     n = [v["grid"][0] * v["grid"][1] for v in views]
     assert [len(v["kept"]) for v in views] == [int(n[0] * 0.75), int(n[1] * 0.25)]
     assert main(["replay", str(bag), "--out", str(tmp_path / "both"), "--budgets", str(budgets),
-                 "--view-ratios", "0.5", *common]) == 2                 # one source only
+                 "--view-ratios", "0.5", *common]) == 2     # the flag wins: 1 ratio, 2 cameras
     assert main(["replay", str(bag), "--out", str(tmp_path / "count"), "--view-ratios", "0.5",
                  "0.5", *common]) == 2                                # 2 ratios, 1 camera
 
@@ -272,3 +275,241 @@ def test_an_unusable_image_stops_the_run_or_is_recorded_as_an_error(scene_dir, t
     m = replay_bag(bag, make_engine(tiny_vla), tmp_path / "skip", on_error="skip",
                    progress=False)
     assert m["errors"] == [second] and m["samples"] == 2 and m["frames"] == 3
+
+
+# ------------------------------------------------------------------ run folders (issue 14)
+def _snapshot(run_dir) -> dict:
+    """Every file of a run folder and its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+def test_resuming_with_other_settings_is_refused_and_nothing_is_written(bag, tiny_vla,
+                                                                        tiny_model_dir, tmp_path,
+                                                                        capsys):
+    from fastdrivevla_ros.cli import main
+
+    out = tmp_path / "fastv"
+    with pytest.raises(KeyboardInterrupt):
+        replay_bag(bag, _DiesAfter(make_engine(tiny_vla, "fastv", 0.5), 3), out, progress=False)
+    manifest = json.loads((out / "shard.json").read_text())   # written before any prediction
+    assert manifest["pruner"] == "fastv" and manifest["complete"] is False
+    assert len(_lines(out)) == 2
+    before = _snapshot(out)
+    with pytest.raises(ConfigError, match="holds a different run .*pruner: 'fastv' != 'none'"):
+        replay_bag(bag, make_engine(tiny_vla), out, progress=False)
+    assert _snapshot(out) == before
+    code = main(["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out),
+                 "--max-pixels", "3136", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pruner: 'fastv' != 'none'" in err and len(err.splitlines()) == 1
+    assert _snapshot(out) == before
+
+
+class _Blocks:
+    """The engine, holding its first plan until released (a long replay in progress)."""
+
+    def __init__(self, engine):
+        import threading
+
+        self.engine, self.started, self.release = engine, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def plan(self, *args, **kwargs):
+        self.started.set()
+        assert self.release.wait(120)
+        return self.engine.plan(*args, **kwargs)
+
+
+def test_a_second_writer_is_refused_and_the_first_is_untouched(bag, tiny_vla, tiny_model_dir,
+                                                               unpruned_run, tmp_path, capsys):
+    import threading
+
+    from fastdrivevla_ros.cli import main
+
+    out, first = tmp_path / "run", _Blocks(make_engine(tiny_vla))
+    errors = []
+
+    def first_writer():
+        try:
+            replay_bag(bag, first, out, limit=2, progress=False)
+        except BaseException as e:     # noqa: B902 - reported by the assertion below
+            errors.append(e)
+
+    thread = threading.Thread(target=first_writer)
+    thread.start()
+    try:
+        assert first.started.wait(120)
+        with pytest.raises(ConfigError, match="being written by another replay"):
+            replay_bag(bag, make_engine(tiny_vla), out, limit=2, progress=False)
+        assert main(["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out),
+                     "--max-pixels", "3136", "--max-new-tokens", "8", "--no-progress"]) == 2
+        assert "being written by another replay" in capsys.readouterr().err
+    finally:
+        first.release.set()
+        thread.join()
+    assert not errors
+    assert _plans(out) == _plans(unpruned_run[0])[:2]
+
+
+def test_a_bag_cut_in_half_is_one_clear_line_and_leaves_no_folder(bag, tmp_path, capsys):
+    import shutil
+
+    from fastdrivevla_ros.cli import main
+
+    cut = tmp_path / "cut"
+    shutil.copytree(bag, cut)
+    mcap = next(cut.glob("*.mcap"))
+    with open(mcap, "r+b") as f:
+        f.truncate(mcap.stat().st_size // 2)
+    out = tmp_path / "out"
+    args = ["replay", str(cut), "--ground-truth-as-prediction", "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and str(mcap) in err
+    assert "truncated or corrupt" in err and "re-run `fastdrivevla convert`" in err
+    assert not out.exists()
+    assert main(args + ["--verbose"]) == 2
+    assert "Traceback" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_full_disk_is_one_clear_line(bag, tmp_path, capsys):
+    from fastdrivevla_ros.cli import main
+
+    out = tmp_path / "full"
+    out.mkdir()
+    (out / "predictions.jsonl").symlink_to("/dev/full")     # every write: ENOSPC
+    assert main(["replay", str(bag), "--ground-truth-as-prediction", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "No space left on device" in err and "predictions.jsonl" in err
+    assert "free disk space" in err
+
+
+def test_a_run_failing_before_its_first_prediction_leaves_no_folder(bag, tiny_vla, tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        replay_bag(bag, _DiesAfter(make_engine(tiny_vla), 1), out, progress=False)
+    assert not out.exists()
+
+
+def test_merge_refuses_shards_whose_manifests_differ(bag, tiny_vla, tmp_path):
+    from fastdrivevla_ros.pruning.registry import build_pruner
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    replay_bag(bag, make_engine(tiny_vla), a, shard=(0, 2), progress=False)
+    model, tok, proc = tiny_vla
+    other = DrivingVLA(model, tok, proc, PlannerSettings(max_new_tokens=6, max_pixels=3136),
+                       build_pruner("none"))
+    replay_bag(bag, other, b, shard=(1, 2), progress=False)
+    with pytest.raises(DataError, match="not shards of one run .*settings.max_new_tokens: 8 != 6"):
+        merge_runs(tmp_path / "m", [a, b])
+    assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ reports (issue 14)
+def _table(report: str) -> list[str]:
+    """The rows of report.md's first (metrics) table."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Method"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def short_run(bag, tiny_vla, tmp_path_factory):
+    out = tmp_path_factory.mktemp("short")
+    replay_bag(bag, make_engine(tiny_vla, "random", 0.5), out, limit=2, progress=False)
+    return out
+
+
+def test_report_refuses_runs_over_different_samples_unless_intersect(unpruned_run, short_run,
+                                                                     tmp_path, capsys):
+    from fastdrivevla_ros.cli import main
+    from fastdrivevla_ros.eval.report import compare
+
+    base_dir = unpruned_run[0]
+    with pytest.raises(DataError, match="different samples .*--intersect"):
+        compare([short_run], tmp_path / "r", baseline=base_dir)
+    assert main(["report", str(short_run), "--baseline", str(base_dir), "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "different samples" in capsys.readouterr().err
+    report = compare([short_run], tmp_path / "r", baseline=base_dir, intersect=True).read_text()
+    assert "Scored on the 2 samples common to all 2 runs (--intersect)" in report
+    assert "2 samples with a full 3 s future" in report
+    rows = _table(report)
+    base_row = next(r for r in rows if r.startswith("| unpruned |"))
+    first_two = [r["metrics"]["l2"] for r in _lines(base_dir)[:2]]
+    l2_1s = 100 * sum(sum(s[:2]) / 2 for s in first_two) / 2       # baseline on those 2 only
+    assert base_row.split(" | ")[3] == f"{l2_1s:.2f}"
+
+
+def test_report_lists_the_baseline_once_and_each_runs_own_latency(unpruned_run, bag, tiny_vla,
+                                                                  tmp_path):
+    from fastdrivevla_ros.eval.report import compare
+
+    base_dir, base = unpruned_run
+    other = tmp_path / "random"
+    m = replay_bag(bag, make_engine(tiny_vla, "random", 0.5), other, progress=False)
+    report = compare([base_dir, other], tmp_path / "r", baseline=base_dir).read_text()
+    rows = _table(report)
+    assert [r.split(" | ")[0] for r in rows] == ["| unpruned", "| random, 50% kept"]
+    ms = [r.split(" | ")[2] for r in rows]
+    assert ms == [f"{r['timings_ms_mean']['total']:.1f}" for r in (base, m)]
+    latency = report.split("Mean stage latency (ms) per plan:")[1]
+    assert latency.count("| unpruned |") == 1 and latency.count("| random, 50% kept |") == 1
+
+
+def test_results_state_their_frame(unpruned_run):
+    run_dir, metrics = unpruned_run
+    assert metrics["frame"].startswith("ego frame")
+    report = (run_dir / "report.md").read_text()
+    assert "**ego frame of each keyframe" in report and "**LiDAR frame**" in report
+
+
+def test_per_view_budgets_are_labelled_by_what_was_kept(bag, tiny_model_dir, tmp_path):
+    from fastdrivevla_ros.cli import main
+
+    out = tmp_path / "views"
+    assert main(["replay", str(bag), "--model", str(tiny_model_dir), "--pruner", "random",
+                 "--cameras", "CAM_FRONT", "CAM_BACK", "--view-ratios", "0.25", "0.75",
+                 "--limit", "1", "--max-pixels", "3136", "--max-new-tokens", "2",
+                 "--no-constrained", "--no-progress", "--out", str(out)]) == 0
+    record = _lines(out)[0]
+    assert record["tokens_kept"] == 4 + 1 and record["kept_fraction"] == round(5 / 12, 4)
+    assert record["view_ratios"] == [0.25, 0.75]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kept_fraction_mean"] == round(5 / 12, 4) and m["view_ratios"] == [0.25, 0.75]
+    assert m["view_kept_fraction"] == {"CAM_FRONT": round(4 / 6, 4), "CAM_BACK": round(1 / 6, 4)}
+    row = _table((out / "report.md").read_text())[0]
+    assert row.startswith("| random, 42% kept (CAM_FRONT 67%, CAM_BACK 17%) |")
+
+
+def test_the_budgets_yaml_is_a_config_its_pruner_applies_unless_a_flag_overrides(
+        bag, tiny_model_dir, tmp_path):
+    from fastdrivevla_ros.cli import main
+
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text("/**:\n  ros__parameters:\n    pruner: random\n    max_new_tokens: 3\n"
+                       "    cameras: [CAM_FRONT, CAM_BACK]\n    view_ratios: [0.5, 0.5]\n")
+    common = ["--model", str(tiny_model_dir), "--limit", "1", "--max-pixels", "3136",
+              "--no-constrained", "--no-progress", "--budgets", str(budgets)]
+    out = tmp_path / "yaml"
+    assert main(["replay", str(bag), "--out", str(out), *common]) == 0
+    manifest = json.loads((out / "shard.json").read_text())
+    assert manifest["pruner"] == "random" and manifest["settings"]["max_new_tokens"] == 3
+    assert manifest["settings"]["view_ratios"] == [0.5, 0.5]
+    assert _lines(out)[0]["pruner"] == "random" and _lines(out)[0]["tokens_kept"] == 6
+    flag = tmp_path / "flag"
+    assert main(["replay", str(bag), "--out", str(flag), "--pruner", "none",
+                 "--max-new-tokens", "2", *common]) == 0
+    manifest = json.loads((flag / "shard.json").read_text())
+    assert manifest["pruner"] == "none" and manifest["settings"]["max_new_tokens"] == 2

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch files, RViz layout, package.xml and CMakeLists.txt checked without ROS.
+"""
+Launch files, RViz layout, package.xml and CMakeLists.txt checked without ROS.
 
 Each test would fail on a real packaging mistake: a launch argument the node does not have, an
 executable that is not installed, an RViz topic nobody publishes, a message dependency missing
@@ -27,7 +28,8 @@ import xml.etree.ElementTree as ElementTree
 
 from fastdrivevla_ros.data import topics
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pipeline.params import launch_value, load_parameter_file, SPECS
+from fastdrivevla_ros.pipeline.params import (
+    launch_value, load_parameter_file, NodeConfig, SPECS)
 from fastdrivevla_ros.vla.prompt import CAMERAS
 import pytest
 import yaml
@@ -145,6 +147,12 @@ def test_rviz_layout_shows_what_the_node_publishes_in_its_frame():
     manager = config['Visualization Manager']
     drive = load_parameter_file(REPO / 'config' / 'drive.yaml')
     assert manager['Global Options']['Fixed Frame'] == drive['ego_frame']
+    # nothing else publishes TF live: the node's static ego_frame -> plan_frame makes the fixed
+    # frame exist (RViz: "Fixed Frame [base_link] does not exist" otherwise)
+    assert drive['plan_frame'] and drive['plan_frame'] != drive['ego_frame']
+    node = (REPO / 'fastdrivevla_ros' / 'ros' / 'drive_node.py').read_text()
+    assert 'StaticTransformBroadcaster(self)' in node
+    assert 'static_transform_fields(self.config.ego_frame, self.config.plan_frame' in node
     published = published_topics()
     wanted = {'rviz_default_plugins/Image': 'Image', 'rviz_default_plugins/Path': 'Path',
               'rviz_default_plugins/MarkerArray': 'MarkerArray'}
@@ -180,7 +188,8 @@ def test_every_ros_package_imported_is_declared(package_xml):
     tests = runtime | declared(package_xml, 'test_depend')
     local = {'fastdrivevla_ros', '__future__'}
     stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time'}
-    third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil'}
+    third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil',
+                   'tf2_ros': 'tf2_ros_py', 'cv_bridge': 'cv_bridge'}
     for path in ROS_CODE + sorted((REPO / 'test').glob('test_ros_*.py')):
         for node in ast.walk(parse(path)):
             if isinstance(node, ast.Import):
@@ -229,12 +238,14 @@ def test_cmake_follows_the_verified_single_package_layout(cmake):
 
 
 def test_default_topics_match_the_converted_bags():
-    values = load_parameter_file(REPO / 'config' / 'drive.yaml')
-    base = f"{values['camera_namespace']}/CAM_FRONT/{values['camera_image_name']}"
-    assert values['image_transport'] == 'compressed'
-    assert base + '/compressed' == topics.camera_image('CAM_FRONT')
-    assert values['odom_topic'] == topics.ODOMETRY
-    assert values['ego_status_topic'] == topics.EGO_STATUS
+    """Relative names (so __ns moves inputs with outputs) resolve to the bags' topics at /."""
+    config = NodeConfig(load_parameter_file(REPO / 'config' / 'drive.yaml'))   # no torch
+    assert config.image_transport == 'compressed'
+    for topic in (config.topic('CAM_FRONT'), config.odom_topic, config.ego_status_topic):
+        assert not topic.startswith('/'), f'{topic} is absolute: __ns would not move it'
+    assert '/' + config.topic('CAM_FRONT') == topics.camera_image('CAM_FRONT')
+    assert '/' + config.odom_topic == topics.ODOMETRY
+    assert '/' + config.ego_status_topic == topics.EGO_STATUS
     evaluator = (REPO / 'fastdrivevla_ros' / 'ros' / 'replay_evaluator_node.py').read_text()
     assert f"'{topics.GROUND_TRUTH.lstrip('/')}'" in evaluator
 
@@ -251,3 +262,86 @@ def test_launch_helpers_import_nothing_heavy():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == '[]'
+
+
+def test_ros_tests_run_where_torch_is_absent(cmake):
+    """Run the colcon-registered tests without torch (ROS machines): conftest must not need it."""
+    import subprocess
+    import sys
+
+    # the node test needs ROS and a built package anyway; the others must run without torch
+    tests = [t for t in re.findall(r'test/test_\w+\.py', cmake) if 'test_ros_' not in t]
+    code = ('import sys; sys.modules["torch"] = None; import pytest; '
+            f'sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-k", "not torch_is_absent", '
+            f'*{tests!r}]))')
+    run = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def install_commands(cmake: str) -> list[str]:
+    """Return the text of every install(...) command in CMakeLists.txt, comments removed."""
+    code = '\n'.join(line.split('#')[0] for line in cmake.splitlines())
+    return [' '.join(m.split()) for m in re.findall(r'install\(([^)]*)\)', code)]
+
+
+def test_colcon_install_has_the_fastdrivevla_command_and_the_demo_data(cmake):
+    """docs/ros.md's recipe runs `fastdrivevla make-tiny-model` / `demo` in a colcon install."""
+    import subprocess
+    import sys
+
+    commands = install_commands(cmake)
+    assert 'PROGRAMS scripts/fastdrivevla DESTINATION bin' in commands
+    assert any('scripts/fastdrivevla' in c and c.endswith('DESTINATION lib/${PROJECT_NAME}')
+               for c in commands)
+    setup = (REPO / 'setup.py').read_text()
+    entry = re.search(r'"fastdrivevla = ([\w.]+):main"', setup).group(1)
+    script = REPO / 'scripts' / 'fastdrivevla'
+    assert f'from {entry} import main' in script.read_text()
+    assert script.stat().st_mode & 0o111
+    # every package_data glob of setup.py is installed next to the Python modules
+    for pattern in re.findall(r'"(\w+)/\*"', re.search(r'package_data=\{[^}]*\}', setup)[0]):
+        assert f'DIRECTORY ${{PROJECT_NAME}}/{pattern} DESTINATION ' \
+               '${PYTHON_INSTALL_DIR}/${PROJECT_NAME}' in commands, pattern
+    run = subprocess.run([sys.executable, str(script), '--help'], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and 'make-tiny-model' in run.stdout, run.stderr
+
+
+def test_ros_workflow_installs_torch_and_transformers_in_setup_py_window(tmp_path):
+    """CI under ROS must test the versions setup.py declares, not whatever is newest."""
+    import subprocess
+    import sys
+
+    workflow = yaml.safe_load((REPO / '.github' / 'workflows' / 'ros.yml').read_text())
+    steps = [step.get('run', '') for job in workflow['jobs'].values() for step in job['steps']]
+    script = next(run for run in steps if 'pins.txt' in run)
+    snippet = script.split("<<'EOF'\n", 1)[1].split('\nEOF', 1)[0]
+    (tmp_path / 'pins.py').write_text(snippet)
+    pins = subprocess.run([sys.executable, str(tmp_path / 'pins.py'), str(REPO / 'setup.py')],
+                          capture_output=True, text=True, check=True).stdout.split()
+    setup = ast.parse((REPO / 'setup.py').read_text())
+    requires = next(ast.literal_eval(kw.value) for call in string_calls(setup, 'setup')
+                    for kw in call.keywords if kw.arg == 'install_requires')
+    assert pins == [r for r in requires if re.match(r'(torch|transformers)\b', r)]
+    for line in script.splitlines():
+        if 'pip install' in line and ('torch' in line or './src' in line):
+            assert '-c /tmp/pins.txt' in line, line
+
+
+def test_string_parameters_reach_the_nodes_as_strings():
+    """launch_ros reads a plain string as YAML: '{"layer": 3}' would be a dict (refused)."""
+    helpers = parse(REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py')
+    wrap = next(n for n in helpers.body if isinstance(n, ast.FunctionDef)
+                and n.name == 'as_parameters')
+    calls = string_calls(wrap, 'ParameterValue')
+    assert calls and ast.unparse(keyword(calls[0], 'value_type')) == 'str'
+    for path, function in ((REPO / 'fastdrivevla_ros' / 'ros' / 'launch_helpers.py',
+                            'drive_node'), (REPO / 'launch' / 'replay.launch.py', '_nodes')):
+        body = next(n for n in parse(path).body if isinstance(n, ast.FunctionDef)
+                    and n.name == function)
+        for call in string_calls(body, 'Node'):
+            params = keyword(call, 'parameters')
+            dicts = [e for e in params.elts if not isinstance(e, ast.Name)]
+            assert all(isinstance(e, ast.Call) and e.func.id == 'as_parameters'
+                       for e in dicts), f'{path.name}: a parameter dict not via as_parameters'

@@ -100,3 +100,88 @@ def test_looping_bag_counts_each_keyframe_once(tmp_path):
     ev.add_plan(T0 + S, plan_result(1.0))
     ev.add_keyframe(keyframe(0))
     assert ev.expected == ['kf0'] and len(ev.store.records) == 1
+
+
+# ---------------------------------------------------------------- messages, durability, idleness
+@pytest.fixture(scope='module')
+def ts():
+    from fastdrivevla_ros.data.typestore import get_typestore
+
+    return get_typestore('jazzy')
+
+
+def gt_message(ts, k: int, future=FUTURE):
+    from test_pipeline_messages import build
+
+    stamp = T0 + k * S // 2
+    return build(ts, 'fastdrivevla_ros/msg/PlanningGroundTruth', {
+        'header': {'stamp': {'sec': stamp // S, 'nanosec': stamp % S}, 'frame_id': 'base_link'},
+        'sample_token': f'kf{k}', 'scene_token': 'scene-token', 'scene_name': 'scene-0916',
+        'index_in_scene': k, 'step_dt': 0.5,
+        'future': [{'x': x, 'y': y, 'z': 0.0} for x, y in future],
+        'future_valid': [True] * len(future), 'drivable_source': 'none'})
+
+
+def plan_message(ts, stamp: int, dx: float):
+    from test_pipeline_messages import build
+
+    result = PlanResult(waypoints=FUTURE + [dx, 0.0], status='ok', text='<PLANNING>',
+                        views=[ViewResult('CAM_FRONT', (2, 3), np.arange(3))],
+                        pruner='random', pruning_ratio=0.5, timings_ms={'total': 60.0})
+    return build(ts, 'fastdrivevla_ros/msg/PlannedTrajectory',
+                 trajectory_fields(result, stamp, 'base_link', latency_ms=90.0))
+
+
+def test_malformed_messages_are_counted_and_the_evaluation_goes_on(tmp_path, ts):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1)
+    assert ev.ground_truth_message(gt_message(ts, 0)) is None
+    short = gt_message(ts, 1, future=FUTURE[:5])                       # 5 future points
+    assert 'ground_truth message skipped' in ev.ground_truth_message(short)
+    headerless = plan_message(ts, T0, 1.0)
+    del headerless.header                                             # not a PlannedTrajectory
+    assert 'AttributeError' in ev.plan_message(headerless)
+    nan = plan_message(ts, T0, 1.0)
+    nan.waypoints[2].x = float('nan')
+    assert 'not a finite number' in ev.plan_message(nan)
+    assert ev.plan_message(plan_message(ts, T0 + 10_000_000, 1.0)) is None
+    metrics = ev.finish()
+    assert metrics['samples'] == 1 and metrics['l2_cm']['3s'] == pytest.approx(100.0)
+    assert metrics['malformed_messages'] == {'ground_truth': 1, 'plan': 2}
+    on_disk = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+    assert on_disk['malformed_messages'] == {'ground_truth': 1, 'plan': 2}
+
+
+def test_predictions_are_on_disk_as_they_settle_and_a_restart_resumes(tmp_path, ts):
+    run = tmp_path / 'run'
+    ev = StreamEvaluator(run, tolerance_s=0.1)
+    for k in (0, 1):
+        ev.ground_truth_message(gt_message(ts, k))
+        ev.plan_message(plan_message(ts, T0 + k * S // 2 + 10_000_000, 1.0))
+    ev.plan_message(plan_message(ts, T0 + S, 1.0))       # settles keyframe 1
+    lines = (run / 'predictions.jsonl').read_text().splitlines()
+    assert [json.loads(line)['token'] for line in lines] == ['kf0', 'kf1']   # before finish
+    assert not (run / 'metrics.json').exists()
+    # killed here; a rerun into the same directory resumes and the bag plays on
+    again = StreamEvaluator(run, tolerance_s=0.1)
+    again.ground_truth_message(gt_message(ts, 1))        # already scored: not twice
+    again.ground_truth_message(gt_message(ts, 2))
+    again.plan_message(plan_message(ts, T0 + S + 10_000_000, 1.0))
+    metrics = again.finish()
+    assert metrics['samples'] == 3 and metrics['missing_predictions'] == 0
+    shard = json.loads((run / 'shard.json').read_text())
+    assert shard['expected'] == ['kf0', 'kf1', 'kf2'] and shard['complete']
+
+
+def test_idle_watch_runs_on_its_own_clock_and_arms_on_the_first_message():
+    from fastdrivevla_ros.pipeline.evaluation import IdleWatch
+
+    now = [100.0]
+    watch = IdleWatch(30.0, clock=lambda: now[0])
+    now[0] += 1000.0
+    assert not watch.expired()            # nothing arrived yet (the model is still loading)
+    watch.touch()
+    now[0] += 29.0
+    assert not watch.expired()
+    now[0] += 2.0
+    assert watch.expired()
+    assert not IdleWatch(0.0, clock=lambda: now[0]).expired()

@@ -15,10 +15,11 @@
 """Camera payload decoding: JPEG/PNG and raw encodings to RGB, with clear errors."""
 
 import io
+from types import SimpleNamespace
 
 from fastdrivevla_ros.errors import InputError
 from fastdrivevla_ros.pipeline.images import (
-    bgr8_fields, decode_compressed, decode_image_message, decode_raw)
+    bgr8_fields, decode_compressed, decode_image_message, decode_raw, image_decoder)
 import numpy as np
 from PIL import Image
 import pytest
@@ -120,3 +121,57 @@ def test_decodes_ros_shaped_messages(rgb):
         header=header, height=fields['height'], width=fields['width'], encoding='bgr8',
         is_bigendian=0, step=fields['step'], data=np.frombuffer(fields['data'], np.uint8))
     assert np.array_equal(decode_image_message(raw, 'CAM_FRONT'), rgb)
+
+
+def yuv422_message(rgb):
+    """Build a UYVY (image_encodings 'yuv422') sensor_msgs/Image-shaped message of `rgb`."""
+    cv2 = pytest.importorskip('cv2')
+
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
+    u = yuv[:, 0::2, 1].astype(int) + yuv[:, 1::2, 1]
+    v = yuv[:, 0::2, 2].astype(int) + yuv[:, 1::2, 2]
+    uyvy = np.stack([u // 2, yuv[:, 0::2, 0], v // 2, yuv[:, 1::2, 0]], -1).astype(np.uint8)
+    h, w, _ = rgb.shape
+    return SimpleNamespace(encoding='yuv422', width=w, height=h, step=2 * w, is_bigendian=0,
+                           data=uyvy.tobytes())
+
+
+def opencv_converter(msg):
+    """Stand in for cv_bridge's imgmsg_to_cv2(msg, 'rgb8') on UYVY (what cvtColor2 runs)."""
+    cv2 = pytest.importorskip('cv2')
+
+    uyvy = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 2)
+    return cv2.cvtColor(uyvy, cv2.COLOR_YUV2RGB_UYVY)
+
+
+def test_raw_images_go_through_the_converter_when_there_is_one(rgb):
+    """cv_bridge at the ROS boundary: encodings the numpy path lacks (yuv422) decode."""
+    msg = yuv422_message(rgb)
+    with pytest.raises(InputError, match="unsupported encoding 'yuv422'"):
+        image_decoder()('CAM_FRONT', msg)                      # the numpy fallback
+    out = image_decoder(opencv_converter)('CAM_FRONT', msg)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb).mean() < 12          # chroma is subsampled
+
+
+def test_compressed_images_never_use_the_converter(rgb):
+    def refuse(msg):
+        raise AssertionError('the converter saw a CompressedImage')
+
+    msg = SimpleNamespace(format='jpeg', data=encode(rgb))
+    assert image_decoder(refuse)('CAM_FRONT', msg).shape == rgb.shape
+
+
+def test_converter_failures_and_bad_results_are_input_errors(rgb):
+    msg = yuv422_message(rgb)
+
+    def fails(msg):
+        raise TypeError('Unsupported conversion from [yuv422] to [rgb8]')
+
+    with pytest.raises(InputError, match="CAM_BACK: cannot convert a 'yuv422' image to rgb8"):
+        image_decoder(fails)('CAM_BACK', msg)
+    with pytest.raises(InputError, match=r'converted to \(.*\) uint16'):
+        image_decoder(lambda m: np.zeros((m.height, m.width, 3), np.uint16))('CAM_BACK', msg)
+    tiny = SimpleNamespace(encoding='yuv422', width=8, height=8, step=16, data=b'\0' * 128)
+    with pytest.raises(InputError, match='outside'):
+        image_decoder(opencv_converter)('CAM_BACK', tiny)

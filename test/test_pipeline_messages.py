@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Output message fields, built into rosbags typestore classes (which mirror ROS messages).
+"""
+Output message fields, built into rosbags typestore classes (which mirror ROS messages).
 
 Every builder's dict must name only real fields of the Humble and Jazzy definitions, and must
 survive a CDR round trip, so the drive node's messages are right before ROS ever runs them.
@@ -25,7 +26,7 @@ from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics, ERROR, OK, W
 from fastdrivevla_ros.pipeline.images import decode_image_message
 from fastdrivevla_ros.pipeline.messages import (
     diagnostic_array_fields, image_fields, marker_array_fields, path_fields,
-    trajectory_fields)
+    static_transform_fields, trajectory_fields)
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
 import numpy as np
 import pytest
@@ -192,3 +193,13 @@ def test_all_cameras_silent_is_an_error_and_a_failed_model_too():
     assert levels['fastdrivevla: cameras'] == ERROR
     assert levels['fastdrivevla: model'] == ERROR
     assert diag.missing_cameras(2.0) == {'CAM_FRONT': 1.0}
+
+
+@pytest.mark.parametrize('distro', DISTROS)
+def test_static_transform_is_the_identity_from_ego_frame_to_plan_frame(distro):
+    msg = round_trip(get_typestore(distro), 'geometry_msgs/msg/TransformStamped',
+                     static_transform_fields('base_link', 'fastdrivevla_plan', STAMP_NS))
+    assert (msg.header.frame_id, msg.child_frame_id) == ('base_link', 'fastdrivevla_plan')
+    t, q = msg.transform.translation, msg.transform.rotation
+    assert (t.x, t.y, t.z, q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == divmod(STAMP_NS, 10**9)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pipeline.params import (
-    check_update, descriptor_fields, load_parameter_file, PARAMETERS, SPECS, validate_config)
+    check_update, descriptor_fields, load_parameter_file, PARAMETERS, RuntimeUpdates, SPECS,
+    validate_config)
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_shipped_drive_yaml_lists_every_parameter_and_validates():
     assert '# view_ratios: [' in (REPO / 'config' / 'drive.yaml').read_text()
     config = validate_config(values | {'model': '/models/impromptu-vla'})
     assert config.pruning_ratio == values['pruning_ratio']
-    assert config.topic('CAM_FRONT') == '/cameras/CAM_FRONT/image_rect/compressed'
+    assert config.topic('CAM_FRONT') == 'cameras/CAM_FRONT/image_rect/compressed'
 
 
 def test_shipped_drive_yaml_without_model_fails_with_actionable_message():
@@ -126,7 +127,7 @@ def test_descriptors_carry_ranges_choices_and_read_only():
 
 def test_engine_kwargs_resolve_auto_device_and_dtype_on_cpu():
     config = validate_config({'model': 'm', 'device': 'cpu', 'image_width': 1596,
-                              'image_height': 1596, 'pruner_weights': '/w'})
+                              'image_height': 1596, 'pruner': 'recon', 'pruner_weights': '/w'})
     kwargs = config.engine_kwargs()
     assert kwargs['dtype'] == 'float32' and kwargs['image_size'] == (1596, 1596)
     assert kwargs['pruner_options'] == {'weights': '/w'}
@@ -148,3 +149,55 @@ def test_docs_parameter_table_lists_every_parameter_with_its_default():
             default = str(default).lower()
         row = f'| `{spec.name}` | {spec.kind} | `{default}` |'
         assert row in docs, f'docs/ros.md parameter table is out of date for {spec.name}'
+
+
+def test_learned_pruner_needs_weights_or_the_explicit_untrained_switch():
+    with pytest.raises(ConfigError, match="pruner 'recon' is learned: give its trained weights"):
+        validate_config({'model': 'm', 'pruner': 'recon'})
+    with pytest.raises(ConfigError, match='not both'):
+        validate_config({'model': 'm', 'pruner': 'recon', 'pruner_weights': '/w',
+                         'untrained': True})
+    with pytest.raises(ConfigError, match="'random' is not learned"):
+        validate_config({'model': 'm', 'pruner': 'random', 'untrained': True})
+    untrained = validate_config({'model': 'm', 'pruner': 'recon', 'untrained': True})
+    assert untrained.engine_kwargs()['pruner_options'] == {'untrained': True}
+
+
+def test_pruner_options_reach_the_pruner_and_unknown_names_are_refused():
+    fastv = validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layer": 3}'})
+    assert fastv.engine_kwargs()['pruner_options'] == {'layer': 3}
+    split = validate_config({'model': 'm', 'pruner': 'vispruner',
+                             'pruner_options': '{"important_ratio": 0.3}'})
+    assert split.engine_kwargs()['pruner_options'] == {'important_ratio': 0.3}
+    with pytest.raises(ConfigError, match="'layr'; it takes: layer$"):
+        validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{"layr": 3}'})
+    with pytest.raises(ConfigError, match='not valid JSON'):
+        validate_config({'model': 'm', 'pruner': 'fastv', 'pruner_options': '{layer: 3}'})
+
+
+@pytest.mark.parametrize('post_set', [True, False], ids=['jazzy', 'humble'])
+def test_runtime_changes_are_validated_then_applied_once_set(post_set):
+    """Jazzy applies in its post-set callback (after ROS set the value); Humble in on-set."""
+    applied = []
+    updates = RuntimeUpdates(validate_config({'model': 'm'}), applied.append, post_set)
+    assert 'outside' in updates.on_set({'pruning_ratio': 1.5})
+    assert 'cannot change while the node runs' in updates.on_set({'pruner': 'random'})
+    assert applied == [] and updates.config.pruning_ratio == 0.5
+    assert updates.on_set({'pruning_ratio': 0.75, 'use_sim_time': True}) is None
+    if post_set:
+        assert applied == []                  # another on-set callback may still refuse it
+        updates.post_set({'pruning_ratio': 0.75, 'use_sim_time': True})
+    assert [c.pruning_ratio for c in applied] == [0.75]
+    assert updates.config.pruning_ratio == 0.75
+
+
+def test_input_topics_are_relative_so_a_namespace_moves_them():
+    config = validate_config({'model': 'm'})
+    assert config.topic('CAM_FRONT') == 'cameras/CAM_FRONT/image_rect/compressed'
+    assert not config.odom_topic.startswith('/') and not config.ego_status_topic.startswith('/')
+    raw = validate_config({'model': 'm', 'camera_namespace': '', 'image_transport': 'raw'})
+    assert raw.topic('CAM_BACK') == 'CAM_BACK/image_rect'
+    absolute = validate_config({'model': 'm', 'camera_namespace': '/car1/cameras'})
+    assert absolute.topic('CAM_BACK') == '/car1/cameras/CAM_BACK/image_rect/compressed'
+    with pytest.raises(ConfigError, match='not a tf2 frame id'):
+        validate_config({'model': 'm', 'plan_frame': '/fastdrivevla_plan'})

@@ -154,3 +154,24 @@ def test_12hz_stream_with_slow_planner_never_queues_and_plans_fresh_sets():
     assert stats.submitted == stats.processed + stats.superseded + stats.stale + \
         stats.discarded_on_close + stats.failed + int(stats.busy)
     assert max(ages) < 1 / 12 + 0.1
+
+
+def test_a_plan_outlasting_close_is_not_published():
+    """close() waits a bounded time; a plan finishing later must not reach a destroyed node."""
+    from fastdrivevla_ros.pipeline.worker import OutputGate
+
+    gate, published, started = OutputGate(), [], threading.Event()
+
+    def slow_plan(frame):
+        started.set()
+        time.sleep(0.3)                                  # a CPU plan longer than the wait
+        gate.run(lambda: published.append(frame.stamp))
+
+    worker = LatestSetWorker(slow_plan, max_staleness_s=60.0, clock=lambda: 0.0)
+    worker.submit(FrameSet(stamp=0.0, images={}))
+    assert started.wait(5.0)
+    worker.close(timeout=0.01)                           # returns while the plan still runs
+    gate.close()                                         # then the node is destroyed
+    time.sleep(0.5)
+    assert published == []
+    assert gate.run(lambda: published.append('late')) is False and published == []

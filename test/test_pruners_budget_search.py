@@ -24,7 +24,7 @@ def bag(scene_dir):
 
 
 def test_search_budgets_end_to_end_writes_per_view_ratios(bag, tiny_model_dir, tmp_path,
-                                                          camera_images):
+                                                          camera_images, capsys):
     from fastdrivevla_ros.cli import main
     from fastdrivevla_ros.vla.engine import DrivingVLA
 
@@ -37,17 +37,26 @@ def test_search_budgets_end_to_end_writes_per_view_ratios(bag, tiny_model_dir, t
     search = json.loads((out / "search.json").read_text())
     trials = search["trials"]
     assert len(trials) == 3 and search["lambda"] == 0.03
+    # the L2 scale: the unpruned run on the same keyframes, replayed first
+    reference = json.loads((out / "reference" / "metrics.json").read_text())
+    assert reference["tokens_kept_mean"] == reference["tokens_total_mean"]
+    assert search["reference_l2_m"] == pytest.approx(reference["l2_cm"]["avg"] / 100)
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
     for t in trials:
         assert all(0.1 <= r <= 1.0 for r in t["rates"])
-        assert t["objective"] == pytest.approx(-t["l2_avg_m"] - 0.03 * sum(t["rates"]))
+        relative = t["l2_avg_m"] / search["reference_l2_m"]
+        assert t["objective"] == pytest.approx(-relative - 0.03 * sum(t["rates"]))
         assert (out / f"trial_{t['number']:04d}" / "metrics.json").is_file()
+        # both terms of every trial are shown
+        assert f"{relative:.4f} x unpruned | penalty {t['penalty']:.4f}" in printed
     best = max(trials, key=lambda t: t["objective"])
     assert search["best"]["number"] == best["number"]
 
     params = load_parameter_file(config)              # a valid ROS 2 parameter file
     assert params["pruner"] == "tfps" and params["cameras"] == CAMS
     assert params["view_ratios"] == pytest.approx([1 - r for r in best["rates"]], abs=1e-4)
-    assert params["max_pixels"] == 12544 and params["odom_topic"] == "/ego/odometry"
+    assert params["max_pixels"] == 12544 and params["odom_topic"] == "ego/odometry"
     assert yaml.safe_load(config.read_text())        # plain YAML too
 
     engine = DrivingVLA.from_pretrained(tiny_model_dir, pruner=params["pruner"],

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.base import PruneContext, ViewTokens
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.pruning.vla_pruner import action_rows, merge_filter
@@ -58,20 +59,55 @@ def test_merge_filter_is_union_of_top_k_then_max_min_diversity():
         np.argsort(-semantic.numpy())[:k].tolist())
 
 
-def test_warm_up_uses_semantic_then_smoothed_history_newest_weighted_most():
-    ctx, probs = _synthetic([30])
-    pruner = build_pruner("vla_pruner", window=3, decay=0.8)
-    sem = probs.mean(0)[:, 4:34].sum(0) / probs.shape[1]          # mean over heads and all rows
-    warm = pruner.select(ctx, [8])
-    assert warm.kept[0].tolist() == sorted(np.argsort(-sem.numpy())[:8].tolist())
-    g = torch.Generator().manual_seed(2)
-    frames = [torch.rand(30, generator=g) for _ in range(3)]     # oldest .. newest
+def _official_guided(history: list[np.ndarray], decay: float) -> np.ndarray:
+    """MINT-SJTU/VLA-Pruner `predict_action`, transcribed: av_hist oldest .. newest."""
+    weights = np.array([decay ** i for i in range(len(history) - 1, -1, -1)], dtype=np.float32)
+    guided = np.zeros(len(history[0]), dtype=np.float32)
+    for i in range(len(weights)):
+        guided += weights[i] * history[-1 - i]
+    return guided / np.sum(guided)
+
+
+def _with_history(ctx, frames, **options):
+    pruner = build_pruner("vla_pruner", window=3, decay=0.8, **options)
     for i, f in enumerate(frames):
         pruner.observe({"extras": {"timestamp": 0.5 * i}})      # no decode data: nothing stored
         pruner.stream({}).frames.append([f])
+    return pruner
+
+
+def test_warm_up_keeps_the_semantic_top_k():
+    ctx, probs = _synthetic([30])
+    sem = probs.mean(0)[:, 4:34].sum(0) / probs.shape[1]          # mean over heads and all rows
+    warm = build_pruner("vla_pruner", window=3, decay=0.8).select(ctx, [8])
+    assert warm.kept[0].tolist() == sorted(np.argsort(-sem.numpy())[:8].tolist())
+
+
+def test_default_history_weights_match_the_official_code_oldest_frame_heaviest():
+    ctx, probs = _synthetic([30])
+    sem = probs.mean(0)[:, 4:34].sum(0) / probs.shape[1]
+    g = torch.Generator().manual_seed(2)
+    frames = [torch.rand(30, generator=g) for _ in range(3)]     # oldest .. newest
+    frames[0][:10] += 3.0                   # the oldest frame favours tokens 0..9,
+    frames[2][20:] += 3.0                   # the newest one tokens 20..29
+    guided = torch.from_numpy(_official_guided([f.numpy() for f in frames], 0.8))
+    expected = merge_filter(sem, guided, ctx.views[0].embeddings, 8)
+    assert _with_history(ctx, frames).select(ctx, [8]).kept[0].tolist() == expected.tolist()
+    recency = _with_history(ctx, frames, history_weights="recency").select(ctx, [8])
+    assert recency.kept[0].tolist() != expected.tolist()
+
+
+def test_recency_history_weights_weight_the_newest_frame_most():
+    ctx, probs = _synthetic([30])
+    sem = probs.mean(0)[:, 4:34].sum(0) / probs.shape[1]
+    g = torch.Generator().manual_seed(2)
+    frames = [torch.rand(30, generator=g) for _ in range(3)]     # oldest .. newest
     guided = 0.64 * frames[0] + 0.8 * frames[1] + 1.0 * frames[2]
     expected = merge_filter(sem, guided / guided.sum(), ctx.views[0].embeddings, 8)
+    pruner = _with_history(ctx, frames, history_weights="recency")
     assert pruner.select(ctx, [8]).kept[0].tolist() == expected.tolist()
+    with pytest.raises(ConfigError):
+        build_pruner("vla_pruner", history_weights="newest")
 
 
 def _frames(pruner, stream="default"):

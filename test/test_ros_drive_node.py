@@ -12,13 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""launch_pytest: the drive node with the tiny model plans from six synchronised cameras.
+"""
+launch_pytest: the drive node with the tiny model plans from six synchronised cameras.
 
 Runs where ROS 2 is installed and the package is built (colcon test in the ros:humble /
 ros:jazzy CI); skipped elsewhere. It publishes six JPEG CompressedImages with one stamp,
-expects a PlannedTrajectory, per-camera heatmaps and the mosaic, changes pruning_ratio at
-runtime through the parameter service (a bad value must be refused with a reason), and checks
-that a bad configuration makes the node exit with a clear message.
+expects a PlannedTrajectory, per-camera heatmaps and the mosaic, sends a corrupt set (a
+warning on /rosout) and then changes pruning_ratio at runtime through the parameter service (an
+info; a bad value must be refused with a reason) and expects plans to continue: rclpy refuses a
+logging call site that changes severity, which once stopped planning after the first warning.
+It also checks that a bad configuration makes the node exit with a clear message.
 """
 
 import io
@@ -39,11 +42,14 @@ pytest.importorskip('fastdrivevla_ros.msg', reason='fastdrivevla_ros is not buil
 
 import launch  # noqa: E402, I100
 from launch_ros.actions import Node  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from fastdrivevla_ros.msg import PlannedTrajectory  # noqa: E402,I100
 
@@ -96,22 +102,26 @@ def jpeg(seed: int) -> bytes:
 class Harness:
     """A test node: camera publishers, output subscribers and a parameter client."""
 
-    def __init__(self):
+    def __init__(self, inputs: str = NAMESPACE, outputs: str = ''):
         self.node = rclpy.create_node('fastdrivevla_drive_test')
         self.lock = threading.Lock()
-        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': []}
+        self.received = {'trajectory': [], 'heatmap': [], 'mosaic': [], 'rosout': [], 'tf': []}
         self.published_stamps = set()
         self.images = {cam: jpeg(i) for i, cam in enumerate(CAMERAS)}
         self.pubs = {cam: self.node.create_publisher(
-            CompressedImage, f'{NAMESPACE}/{cam}/image_rect/compressed', 10) for cam in CAMERAS}
-        self.node.create_subscription(PlannedTrajectory, '/planner/trajectory',
+            CompressedImage, f'{inputs}/{cam}/image_rect/compressed', 10) for cam in CAMERAS}
+        self.node.create_subscription(PlannedTrajectory, f'{outputs}/planner/trajectory',
                                       lambda m: self._got('trajectory', m), 10)
-        self.node.create_subscription(Image, '/planner/heatmap/CAM_FRONT',
+        self.node.create_subscription(Image, f'{outputs}/planner/heatmap/CAM_FRONT',
                                       lambda m: self._got('heatmap', m), 10)
-        self.node.create_subscription(Image, '/planner/heatmap/mosaic',
+        self.node.create_subscription(Image, f'{outputs}/planner/heatmap/mosaic',
                                       lambda m: self._got('mosaic', m), 10)
-        self.param_client = self.node.create_client(SetParameters,
-                                                    '/fastdrivevla_drive/set_parameters')
+        self.node.create_subscription(Log, '/rosout', self._on_rosout, 100)
+        latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(TFMessage, '/tf_static',
+                                      lambda m: self._got('tf', m), latched)
+        self.param_client = self.node.create_client(
+            SetParameters, f'{outputs}/fastdrivevla_drive/set_parameters')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -121,20 +131,25 @@ class Harness:
         with self.lock:
             self.received[key].append(msg)
 
-    def publish_set(self):
+    def _on_rosout(self, msg):
+        if msg.name.endswith('fastdrivevla_drive'):
+            self._got('rosout', (msg.level, msg.msg))
+
+    def publish_set(self, corrupt: str = ''):
         stamp = self.node.get_clock().now().to_msg()
         self.published_stamps.add((stamp.sec, stamp.nanosec))
         for cam, pub in self.pubs.items():
+            data = b'not a jpeg' if cam == corrupt else self.images[cam]
             pub.publish(CompressedImage(header=Header(stamp=stamp, frame_id=cam),
-                                        format='jpeg', data=self.images[cam]))
+                                        format='jpeg', data=data))
 
-    def wait_for(self, predicate, timeout: float) -> bool:
+    def wait_for(self, predicate, timeout: float, corrupt: str = '') -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
                 if predicate(self.received):
                     return True
-            self.publish_set()
+            self.publish_set(corrupt)
             time.sleep(0.5)
         return False
 
@@ -152,6 +167,13 @@ class Harness:
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+WARN, INFO = 30, 20          # rcl_interfaces/msg/Log levels
+
+
+def logged(received, level: int, text: str) -> bool:
+    return any(lvl == level and text in msg for lvl, msg in received['rosout'])
 
 
 @pytest.mark.launch(fixture=drive_launch)
@@ -173,7 +195,14 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert heatmap.encoding == 'bgr8' and heatmap.height % 28 == 0
         assert len(heatmap.data) == heatmap.step * heatmap.height
         assert (mosaic.encoding, mosaic.height, mosaic.width) == ('bgr8', 392, 1008)
+        # RViz's fixed frame base_link exists in TF: the node's static identity transform
+        frames = [(t.header.frame_id, t.child_frame_id, t.transform.rotation.w)
+                  for m in harness.received['tf'] for t in m.transforms]
+        assert ('base_link', 'fastdrivevla_plan', 1.0) in frames, frames
 
+        # a warning (corrupt image), then an info (runtime change): planning must go on
+        assert harness.wait_for(lambda r: logged(r, WARN, 'frame dropped: CAM_BACK'), 60.0,
+                                corrupt='CAM_BACK'), 'the corrupt set was not reported'
         refused = harness.set_parameter('pruning_ratio', 1.5)
         assert not refused.successful and 'pruning_ratio' in refused.reason
         accepted = harness.set_parameter('pruning_ratio', 0.75)
@@ -181,6 +210,40 @@ def test_six_synced_cameras_give_a_trajectory_heatmaps_and_a_runtime_ratio_chang
         assert harness.wait_for(lambda r: any(abs(t.pruning_ratio - 0.75) < 1e-6
                                               for t in r['trajectory']), 120.0), \
             'no plan at the new pruning_ratio 0.75'
+        assert harness.wait_for(lambda r: logged(r, INFO, 'applied'), 30.0)
+        with harness.lock:
+            count = len(harness.received['trajectory'])
+        assert harness.wait_for(lambda r: len(r['trajectory']) > count + 1, 120.0), \
+            'planning stopped after a warning followed by an info'
+        assert not any('severity cannot be changed' in m for _, m in harness.received['rosout'])
+    finally:
+        harness.close()
+        rclpy.shutdown()
+
+
+@pytest.fixture
+def namespaced_proc(tiny_model):
+    """Run the node in /car1 with the default (relative) input topics."""
+    params = node_parameters(tiny_model, cameras=CAMERAS[:2])
+    del params['camera_namespace']
+    return Node(package='fastdrivevla_ros', executable='drive_node', name='fastdrivevla_drive',
+                namespace='car1', parameters=[params], output='screen', cached_output=True,
+                additional_env={'PYTHONUNBUFFERED': '1'})
+
+
+@launch_pytest.fixture
+def namespaced_launch(namespaced_proc):
+    return launch.LaunchDescription([namespaced_proc, launch_pytest.actions.ReadyToTest()])
+
+
+@pytest.mark.launch(fixture=namespaced_launch)
+def test_a_namespace_moves_the_camera_inputs_with_the_outputs():
+    rclpy.init()
+    harness = Harness(inputs='/car1/cameras', outputs='/car1')
+    try:
+        assert harness.wait_for(lambda r: r['trajectory'], TIMEOUT_S), \
+            'no plan on /car1/planner/trajectory from cameras on /car1/cameras/...'
+        assert list(harness.received['trajectory'][0].cameras) == CAMERAS[:2]
     finally:
         harness.close()
         rclpy.shutdown()

@@ -70,7 +70,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="decode pass of our rows: growing KV cache, pre-allocated KV cache, or "
                         "that under torch.compile (compiles during warm-up)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
     p.add_argument("--attn-implementation", default="sdpa",
                    choices=["sdpa", "eager", "flash_attention_2"],
                    help="sdpa counts attention FLOPs separately; flash_attention_2's kernels "

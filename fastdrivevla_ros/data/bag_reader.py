@@ -149,30 +149,48 @@ class BagFrames:
 
     def __len__(self) -> int:
         """Number of keyframes (ground-truth messages) according to the bag's index."""
-        from rosbags.rosbag2 import Reader
-
-        with Reader(self.bag) as reader:
+        reader = self._open()
+        try:
             return sum(c.msgcount for c in reader.connections if c.topic == topics.GROUND_TRUTH)
+        finally:
+            reader.close()
 
     def __iter__(self) -> Iterator[Frame]:
-        from rosbags.rosbag2 import Reader
-
         wanted = {topics.GROUND_TRUTH, topics.ODOMETRY, topics.EGO_STATUS}
         if self.with_images:
             wanted |= {topics.camera_image(c) for c in self.cameras}
-        try:
-            reader = Reader(self.bag)
-            reader.open()
-        except Exception as e:  # rosbags raises ReaderError and friends
-            raise DataError(f"cannot open bag {self.bag}: {e}") from e
+        reader = self._open()
         try:
             conns = [c for c in reader.connections if c.topic in wanted]
             if not any(c.topic == topics.GROUND_TRUTH for c in conns):
                 raise DataError(f"{self.bag} has no {topics.GROUND_TRUTH} topic: not a bag "
                                 "written by `fastdrivevla convert`")
-            yield from _Assembler(self).run(reader.messages(connections=conns))
+            try:
+                yield from _Assembler(self).run(reader.messages(connections=conns))
+            except (DataError, GeneratorExit):
+                raise
+            except Exception as e:  # rosbags/mcap errors on a damaged chunk
+                raise self._broken(e) from e
         finally:
             reader.close()
+
+    def _open(self):
+        """An open rosbags Reader; a truncated or corrupt bag raises DataError saying so."""
+        from rosbags.rosbag2 import Reader
+
+        try:
+            reader = Reader(self.bag)
+            reader.open()
+        except Exception as e:  # rosbags raises ReaderError and friends
+            raise self._broken(e) from e
+        return reader
+
+    def _broken(self, e: Exception) -> DataError:
+        files = sorted(str(f) for f in self.bag.iterdir()
+                       if f.suffix in (".mcap", ".db3")) or [str(self.bag)]
+        return DataError(f"cannot read bag {', '.join(files)}: {e} (truncated or corrupt, e.g. "
+                         "an interrupted copy or conversion); copy it again or re-run "
+                         "`fastdrivevla convert`")
 
 
 def read_targets(bag: Path | str) -> list[PlanningTarget]:

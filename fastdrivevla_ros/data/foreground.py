@@ -384,16 +384,38 @@ def shard(views: list, spec: str | None) -> list:
     return views[i::n]
 
 
+def split_scenes_present(nusc, split: str | None, scenes) -> list[str] | None:
+    """Scene names chosen by `split` / `scenes` (data/splits.py). A split's scenes are cut to
+    those this dataroot holds (v1.0-mini holds 10 of them); explicitly named scenes must exist.
+    None: every scene."""
+    from fastdrivevla_ros.data.splits import select_scenes
+
+    chosen = select_scenes(split, scenes)
+    if chosen is None or scenes:
+        return chosen
+    present = {s["name"] for s in nusc.scene}
+    chosen = [name for name in chosen if name in present]
+    if not chosen:
+        raise DataError(f"none of the {split!r} split's scenes is in this dataroot/version")
+    return chosen
+
+
 # ---------------------------------------------------------------------------- CLI
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from fastdrivevla_ros.data.splits import SPLITS
     from fastdrivevla_ros.vla.prompt import CAMERAS
 
     p.add_argument("--dataroot", required=True, help="nuScenes dataroot (has samples/, maps/)")
     p.add_argument("--version", default="v1.0-trainval", help="table folder, e.g. v1.0-mini")
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="official nuScenes split (nuscenes-devkit create_splits_scenes): its "
+                   "scenes present in the dataroot (default: every scene)")
     p.add_argument("--scenes", nargs="+", default=None, metavar="NAME",
-                   help="scene names (default: all in the version)")
-    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS)
-    p.add_argument("--out", required=True, help="mask folder (OUT/<image rel path>.png)")
+                   help="scene names (with --split: each must be in it; default: all)")
+    p.add_argument("--cameras", nargs="+", default=list(CAMERAS), choices=CAMERAS,
+                   metavar="CAM", help="cameras whose images get masks")
+    p.add_argument("--out", required=True, help="mask folder: OUT/<image path relative to the "
+                   "dataroot, .jpg replaced by .png>")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing masks")
     p.add_argument("--overlays", default=None, metavar="DIR",
                    help="also write half-size tinted previews here (same layout)")
@@ -415,7 +437,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="only every K-th keyframe of each scene (previews, subsets)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="process every N-th image starting at I (parallel runs)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -440,7 +462,8 @@ def run(args: argparse.Namespace) -> int:
                                     map_cache=args.map_cache)
     if args.every < 1:
         raise ConfigError(f"--every must be >= 1, got {args.every}")
-    views = shard(builder.camera_views(args.scenes, tuple(args.cameras), args.every), args.shard)
+    scenes = split_scenes_present(nusc, args.split, args.scenes)
+    views = shard(builder.camera_views(scenes, tuple(args.cameras), args.every), args.shard)
     stats = builder.write(views, args.out, args.overwrite, args.overlays,
                           progress=not args.no_progress)
     stats["tables_load_s"] = round(tables_s, 2)

@@ -414,7 +414,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenes", nargs="+", help="scene names (default: all of the version/split)")
     p.add_argument("--split", help="devkit split name, e.g. val or mini_val")
     p.add_argument("--out", required=True, help="bag directory to create")
-    p.add_argument("--storage", choices=STORAGES, default="mcap")
+    p.add_argument("--storage", choices=STORAGES, default="mcap",
+                   help="rosbag2 storage plugin (mcap: Jazzy default; sqlite3: Humble default)")
     p.add_argument("--distro", choices=sorted(BAG_VERSION), default="jazzy",
                    help="ROS 2 distro that will play the bag (bag format version)")
     p.add_argument("--sweeps", action="store_true",

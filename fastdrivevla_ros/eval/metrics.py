@@ -38,6 +38,8 @@ HORIZONS = {"1s": 2, "2s": 4, "3s": 6}
 MIN_HEADING_STEP_M = 1.0
 BEV_EXTENT_M, BEV_RESOLUTION_M = 50.0, 0.5       # ST-P3: 200 x 200 cells over +-50 m
 VEHICLES = ("vehicle.",)
+# the frame every trajectory and score is in (stated in metrics.json and report.md)
+FRAME = "ego frame of each keyframe (nuScenes ego_pose, rear axle): x forward, y left, metres"
 VEHICLES_AND_PEDESTRIANS = ("vehicle.", "human.pedestrian.")
 
 
@@ -175,6 +177,16 @@ def _collisions(pred, gt, agents, geometry: str) -> np.ndarray:
     return check(pe, agents) & ~check(ge, agents)
 
 
+def outside_patch(traj: np.ndarray, grid) -> np.ndarray:
+    """[T] bool: the waypoint lies beyond the drivable-area patch, where intersection cannot
+    be judged (counted, never silently scored as on-road)."""
+    x0, y0 = grid.origin
+    rows, cols = grid.data.shape
+    x, y = traj[:, 0], traj[:, 1]
+    return (x < x0) | (x >= x0 + cols * grid.resolution) | \
+        (y < y0) | (y >= y0 + rows * grid.resolution)
+
+
 def offroad(traj: np.ndarray, grid) -> tuple[np.ndarray, bool]:
     """([6] bool per step, bool at t=0): the ego footprint covers a cell that is not drivable
     (100, or -1 = off the map). Cells beyond the patch are ignored."""
@@ -205,6 +217,7 @@ def sample_metrics(pred, target, require_points: bool = True) -> dict:
     if target.drivable is not None:
         steps, now = offroad(pred, target.drivable)
         out["offroad"], out["offroad_t0"] = steps.tolist(), now
+        out["outside_map"] = outside_patch(pred, target.drivable).tolist()
     return out
 
 
@@ -252,7 +265,20 @@ def aggregate(samples: list[dict], name: str = DEFAULT_CONVENTION) -> dict:
         "agent_classes": list(conv.agent_prefixes),
         "intersection_samples": len(with_map),
         "offroad_at_t0": int(sum(bool(s["offroad_t0"]) for s in with_map)),
+        **_outside_map(samples),
+        "frame": FRAME,
     }
+
+
+def _outside_map(samples: list[dict]) -> dict:
+    """Waypoints beyond the drivable-area patch (e.g. a random model's 700 m jumps): the
+    intersection metric cannot see them, so they are counted next to it. None: unknown
+    (no map patch, or records written before this count existed)."""
+    known = [s["outside_map"] for s in samples if "outside_map" in s]
+    if not known:
+        return {"waypoints_outside_map": None, "samples_outside_map": None}
+    return {"waypoints_outside_map": int(sum(map(sum, known))),
+            "samples_outside_map": int(sum(any(k) for k in known))}
 
 
 def evaluate(predictions: Mapping[str, np.ndarray], ground_truths, name: str = DEFAULT_CONVENTION,
@@ -283,6 +309,6 @@ def summarize(samples: list[dict], name: str = DEFAULT_CONVENTION) -> dict:
     return out
 
 
-__all__ = ["CONVENTIONS", "EGO_CENTRE_OFFSET", "EGO_LENGTH", "EGO_WIDTH", "aggregate",
+__all__ = ["CONVENTIONS", "FRAME", "EGO_CENTRE_OFFSET", "EGO_LENGTH", "EGO_WIDTH", "aggregate",
            "box_corners", "cells_inside", "collisions_grid", "collisions_polygon", "ego_corners",
-           "evaluate", "headings", "offroad", "sample_metrics", "summarize"]
+           "evaluate", "headings", "offroad", "outside_patch", "sample_metrics", "summarize"]

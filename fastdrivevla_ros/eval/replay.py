@@ -16,20 +16,20 @@ checking that every keyframe is there exactly once. Outputs per run directory:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from fastdrivevla_ros.errors import ConfigError, DataError, InputError
-from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, CONVENTIONS, convention, \
-    sample_metrics, summarize
+from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample_metrics, \
+    summarize
+from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, \
+    manifest_differences, naming, open_run_folder, write_json
 
-PREDICTIONS, MANIFEST, METRICS = "predictions.jsonl", "shard.json", "metrics.json"
+PREDICTIONS, METRICS = "predictions.jsonl", "metrics.json"
 GT_PRUNER = "ground_truth"
 
 
@@ -79,7 +79,7 @@ class PredictionStore:
         if record["token"] in self.records:
             raise DataError(f"sample {record['token']} is already in {self.path}")
         line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
+        with naming(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -89,55 +89,33 @@ class PredictionStore:
         return sorted(self.records.values(), key=lambda r: r["ordinal"])
 
 
-def _json_safe(value):
-    """NaN/inf -> None so every file is strict JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+def run_manifest(bag, shard: tuple[int, int], *, model: str = "", dtype: str = "",
+                 pruner: str = GT_PRUNER, keeps_all: bool = True, settings=None,
+                 pruner_options: dict | None = None) -> dict:
+    """Every setting a prediction depends on (defaults: the ground-truth self-check).
+
+    settings: the engine's PlannerSettings (cameras, resolution, ratios, per-view budgets,
+    grammar, decode settings, all of its fields). Written before the first prediction and
+    compared on resume (run_folder.MANIFEST_KEYS); `bag` (the path) is informational."""
+    from dataclasses import asdict
+
+    ratio = 0.0 if keeps_all or settings is None else float(settings.pruning_ratio)
+    return json.loads(json.dumps({
+        "bag": str(Path(bag).resolve()), "bag_id": bag_id(bag), "shard": list(shard),
+        "model": str(model), "dtype": dtype, "pruner": pruner,
+        "pruner_options": pruner_options or {}, "pruning_ratio": ratio,
+        "settings": asdict(settings) if settings is not None else {},
+        "code_version": code_version()}))
 
 
-def write_json(path: Path, data) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------ replay
-@dataclass
-class RunSpec:
-    """What a run directory holds; a resumed run must match it."""
-
-    bag: str
-    shard: tuple[int, int]
-    pruner: str
-    pruning_ratio: float
-    convention: str
-    model: str = ""
-    settings: dict = field(default_factory=dict)
-
-    def key(self) -> dict:
-        return {"bag": self.bag, "shard": list(self.shard), "pruner": self.pruner,
-                "pruning_ratio": self.pruning_ratio}
-
-    def resume_key(self) -> dict:
-        """What must not change between a run and its resumption (model settings too:
-        e.g. a budget search changing per-view ratios needs a fresh directory)."""
-        return self.key() | {"model": self.model, "settings": self.settings}
-
-
-def _check_resume(out_dir: Path, spec: RunSpec) -> None:
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    mine = spec.resume_key()
-    diff = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v}
-    if diff:
-        raise ConfigError(f"{out_dir} holds a different run ({diff}); use another --out")
+def engine_manifest(bag, shard, engine, model: str = "", pruner_options=None) -> dict:
+    """run_manifest of a replay through `engine` (None: the ground-truth self-check)."""
+    if engine is None:
+        return run_manifest(bag, shard, model=model)
+    return run_manifest(bag, shard, model=model,
+                        dtype=str(getattr(engine.model, "dtype", "")).removeprefix("torch."),
+                        pruner=engine.pruner.name, keeps_all=engine.pruner.keeps_all,
+                        settings=engine.settings, pruner_options=pruner_options)
 
 
 def _is_temporal(engine) -> bool:
@@ -219,9 +197,11 @@ class _Replayer:
 def replay_bag(bag, engine, out_dir, shard: tuple[int, int] = (0, 1), limit: int | None = None,
                *, gt_as_prediction: bool = False, name: str = DEFAULT_CONVENTION,
                baseline: str | Path | None = None, output_bag: bool = False,
-               model: str = "", on_error: str = "stop", progress: bool = True) -> dict:
+               model: str = "", pruner_options: dict | None = None, on_error: str = "stop",
+               progress: bool = True) -> dict:
     """Replay `bag` through `engine` (None with gt_as_prediction) into `out_dir`; returns the
-    metrics dict also written to metrics.json. Resumes from an existing predictions.jsonl.
+    metrics dict also written to metrics.json. Resumes from an existing predictions.jsonl
+    of the SAME run (run_folder: manifest checked, folder locked).
 
     on_error: "stop" raises on an unusable keyframe (bad image ...); "skip" records it with
     status "error" (listed in metrics.json, not scored) and goes on."""
@@ -234,40 +214,28 @@ def replay_bag(bag, engine, out_dir, shard: tuple[int, int] = (0, 1), limit: int
         raise ConfigError("replay needs an engine (or gt_as_prediction=True)")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = _spec(bag, engine, shard, name, model, gt_as_prediction)
-    _check_resume(out_dir, spec)
-    store = PredictionStore(out_dir / PREDICTIONS)
-    rep = _Replayer(engine, store, gt_as_prediction, on_error)
-    frames = BagFrames(bag, cameras=rep.cameras or None, with_images=not gt_as_prediction)
-    t0 = time.perf_counter()
-    with tqdm(total=len(frames), desc=f"replay {shard[0]}/{shard[1]}", unit="frame",
-              disable=not progress) as bar:
-        rep.run(frames, shard, limit, bar)
-    elapsed = time.perf_counter() - t0
-    write_json(out_dir / MANIFEST, spec.resume_key() | {
-        "convention": name, "expected": rep.expected, "complete": rep.complete,
-        "limit": limit, "temporal_sharding": rep.temporal})
-    metrics = finish_run(out_dir, store.ordered(), spec, baseline=baseline,
-                         throughput=(rep.ran / elapsed) if rep.ran else None)
-    if output_bag:
-        write_output_bag(bag, store.ordered(), out_dir / "predictions_bag")
+    cameras = tuple(engine.settings.cameras) if not gt_as_prediction else None
+    frames = BagFrames(bag, cameras=cameras, with_images=not gt_as_prediction)
+    total = len(frames)            # reads the bag's index: a broken bag fails before any output
+    manifest = engine_manifest(bag, shard, None if gt_as_prediction else engine, model,
+                               pruner_options)
+    with open_run_folder(out_dir, manifest) as out_dir:
+        store = PredictionStore(out_dir / PREDICTIONS)
+        rep = _Replayer(engine, store, gt_as_prediction, on_error)
+        t0 = time.perf_counter()
+        with tqdm(total=total, desc=f"replay {shard[0]}/{shard[1]}", unit="frame",
+                  disable=not progress) as bar:
+            rep.run(frames, shard, limit, bar)
+        elapsed = time.perf_counter() - t0
+        write_json(out_dir / MANIFEST, manifest | {
+            "convention": name, "expected": rep.expected, "complete": rep.complete,
+            "limit": limit, "temporal_sharding": rep.temporal})
+        metrics = finish_run(out_dir, store.ordered(), manifest | {"convention": name},
+                             baseline=baseline,
+                             throughput=(rep.ran / elapsed) if rep.ran else None)
+        if output_bag:
+            write_output_bag(bag, store.ordered(), out_dir / "predictions_bag")
     return metrics
-
-
-def _spec(bag, engine, shard, name, model, gt_mode) -> RunSpec:
-    if gt_mode:
-        return RunSpec(str(Path(bag).resolve()), tuple(shard), GT_PRUNER, 0.0, name, model)
-    s = engine.settings
-    ratio = 0.0 if engine.pruner.keeps_all else float(s.pruning_ratio)
-    settings = {"cameras": list(s.cameras), "max_pixels": s.max_pixels,
-                "image_size": list(s.image_size) if s.image_size else None,
-                "view_ratios": list(s.view_ratios) if s.view_ratios else None,
-                "max_new_tokens": s.max_new_tokens, "constrained": s.constrained,
-                "forced_tokens": s.forced_tokens}
-    return RunSpec(str(Path(bag).resolve()), tuple(shard), engine.pruner.name, ratio, name,
-                   model, settings)
 
 
 def run_metrics(records: list[dict], spec_like: dict, name: str,
@@ -285,10 +253,12 @@ def run_metrics(records: list[dict], spec_like: dict, name: str,
         "parse_failed": sum(r["status"] == "parse_failed" for r in records),
         "errors": [r["token"] for r in records if r["status"] == "error"],
         "pruner": spec_like["pruner"], "pruning_ratio": spec_like["pruning_ratio"],
+        "view_ratios": (spec_like.get("settings") or {}).get("view_ratios"),
         "model": spec_like.get("model", ""), "bag": spec_like["bag"],
         "drivable_source": sorted({r.get("drivable_source", "none") for r in records}),
         "tokens_kept_mean": _mean([r["tokens_kept"] for r in records]),
         "tokens_total_mean": _mean([r["tokens_total"] for r in records]),
+        **kept_fractions(records),
         "timings_ms_mean": {k: round(float(np.mean(v)), 3) for k, v in timings.items()},
         "samples_per_s_model": round(1e3 * len(records) / total_ms, 4) if total_ms else None,
         "samples_per_s_wall": round(throughput, 4) if throughput else None,
@@ -296,20 +266,41 @@ def run_metrics(records: list[dict], spec_like: dict, name: str,
     return out
 
 
+def kept_fractions(records: list[dict]) -> dict:
+    """What the run really fed the LLM: mean kept fraction of visual tokens, overall and per
+    camera (per-view budgets make the configured pruning_ratio meaningless on its own)."""
+    overall, per_view = [], {}
+    for r in records:
+        if r.get("tokens_total"):
+            overall.append(r["tokens_kept"] / r["tokens_total"])
+        for v in r.get("views") or []:
+            kept, total = _view_counts(v)
+            if total:
+                per_view.setdefault(v["camera"], []).append(kept / total)
+    return {"kept_fraction_mean": round(float(np.mean(overall)), 4) if overall else None,
+            "view_kept_fraction": {c: round(float(np.mean(f)), 4) for c, f in per_view.items()}}
+
+
+def _view_counts(view: dict) -> tuple[int, int]:
+    """(kept, total) of one view record: engine records carry indices, node records counts."""
+    if "kept" in view and "grid" in view:
+        return len(view["kept"]), int(view["grid"][0]) * int(view["grid"][1])
+    return int(view.get("tokens_kept", 0)), int(view.get("tokens_total", 0))
+
+
 def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def finish_run(out_dir: Path, records: list[dict], spec: RunSpec | dict, baseline=None,
+def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
                throughput: float | None = None) -> dict:
-    """metrics.json + report.md + plots for a run (or merged) directory."""
+    """metrics.json + report.md + plots for a run (or merged) directory; `spec` holds at least
+    bag, pruner, pruning_ratio, model and convention (the manifest does)."""
     from fastdrivevla_ros.eval.report import write_run_report
 
-    spec_like = spec.key() | {"model": spec.model, "convention": spec.convention} \
-        if isinstance(spec, RunSpec) else spec
-    metrics = run_metrics(records, spec_like, spec_like["convention"], throughput)
+    metrics = run_metrics(records, spec, spec["convention"], throughput)
     write_json(out_dir / METRICS, metrics)
-    write_run_report(out_dir, metrics, baseline)
+    write_run_report(out_dir, metrics, baseline, records)
     return metrics
 
 
@@ -321,16 +312,25 @@ def _load_run(run_dir: Path) -> tuple[dict, PredictionStore]:
     return json.loads((run_dir / MANIFEST).read_text()), PredictionStore(run_dir / PREDICTIONS)
 
 
+def _check_same_run(runs: list[tuple[dict, PredictionStore]], run_dirs: list) -> None:
+    """Shards of one evaluation: manifests equal except the shard index (and convention)."""
+    first = runs[0][0]
+    for (m, _), d in zip(runs[1:], run_dirs[1:]):
+        diff = manifest_differences(first | {"shard": None}, m | {"shard": None})
+        if m.get("convention") != first.get("convention"):
+            diff.append(f"convention: {first.get('convention')!r} != {m.get('convention')!r}")
+        if diff:
+            raise DataError(f"{run_dirs[0]} and {d} are not shards of one run "
+                            f"({'; '.join(diff)}); merge shards of one run only")
+
+
 def merge_runs(out_dir, run_dirs: list, baseline=None) -> dict:
     """Join shard runs of ONE evaluation into out_dir, checking nothing is missing or twice."""
     runs = [_load_run(Path(d)) for d in run_dirs]
     if not runs:
         raise ConfigError("merge needs at least one run directory")
+    _check_same_run(runs, run_dirs)
     first = runs[0][0]
-    for key in ("bag", "pruner", "pruning_ratio", "convention"):
-        values = {json.dumps(m.get(key)) for m, _ in runs}
-        if len(values) > 1:
-            raise DataError(f"runs disagree on {key}: {sorted(values)}; merge shards of one run")
     n = first["shard"][1]
     shards = sorted(m["shard"][0] for m, _ in runs)
     if any(m["shard"][1] != n for m, _ in runs) or shards != list(range(n)):
@@ -352,19 +352,18 @@ def merge_runs(out_dir, run_dirs: list, baseline=None) -> dict:
             records.append(rec)
     records.sort(key=lambda r: r["ordinal"])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / PREDICTIONS).exists():
         raise DataError(f"{out_dir / PREDICTIONS} exists; merge into an empty directory")
-    store = PredictionStore(out_dir / PREDICTIONS)
-    for rec in records:
-        store.append(rec)
-    spec = {k: first[k] for k in ("bag", "pruner", "pruning_ratio", "convention")} | \
-        {"model": first.get("model", ""), "shard": [0, 1]}
-    write_json(out_dir / MANIFEST, spec | {"settings": first.get("settings", {}),
-                                           "expected": [r["token"] for r in records],
-                                           "complete": True, "limit": None,
-                                           "merged_from": [str(d) for d in run_dirs]})
-    return finish_run(out_dir, records, spec, baseline)
+    spec = {k: v for k, v in first.items() if k not in ("expected", "complete", "limit")} | \
+        {"shard": [0, 1]}
+    with open_run_folder(out_dir, spec, resumable=False):
+        store = PredictionStore(out_dir / PREDICTIONS)
+        for rec in records:
+            store.append(rec)
+        write_json(out_dir / MANIFEST, spec | {"expected": [r["token"] for r in records],
+                                               "complete": True, "limit": None,
+                                               "merged_from": [str(d) for d in run_dirs]})
+        return finish_run(out_dir, records, spec, baseline)
 
 
 # ------------------------------------------------------------------------------ output bag
@@ -435,97 +434,6 @@ def _heatmap_jpeg(frame, view: dict) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(overlay).save(buf, format="JPEG", quality=85)
     return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------ CLI
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", help="bag directory written by `fastdrivevla convert`")
-    p.add_argument("--model", help="Qwen2.5-VL checkpoint directory or hub id")
-    p.add_argument("--pruner", default="none")
-    p.add_argument("--pruning-ratio", type=float, default=0.0)
-    p.add_argument("--pruner-weights", help="pruner weights directory (e.g. ReconPruner)")
-    p.add_argument("--view-ratios", type=float, nargs="+", metavar="P",
-                   help="per-camera pruning ratios in --cameras order (Prune2Drive budgets; "
-                   "replace --pruning-ratio per view)")
-    p.add_argument("--budgets", metavar="YAML",
-                   help="parameter file written by `fastdrivevla search-budgets` (or the node's "
-                   "YAML): its `cameras` and `view_ratios` are used")
-    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-    p.add_argument("--shard", default="0/1", help="evaluate shard i of n (0-based), e.g. 1/4")
-    p.add_argument("--limit", type=int, help="only the first N keyframes of the shard")
-    p.add_argument("--ground-truth-as-prediction", action="store_true",
-                   help="self-check: evaluate the bag's own GT futures (no model needed)")
-    p.add_argument("--baseline", help="unpruned run directory for the Rel. column")
-    p.add_argument("--convention", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS))
-    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                   help="on an unusable keyframe: stop, or record it as an error and go on")
-    p.add_argument("--output-bag", action="store_true",
-                   help="also write predictions_bag/ (paths + heatmaps) for Foxglove / RViz")
-    p.add_argument("--cameras", nargs="+", default=["CAM_FRONT"], help="cameras fed to the model")
-    p.add_argument("--max-pixels", type=int, default=512 * 512)
-    p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
-    p.add_argument("--max-new-tokens", type=int, default=320)
-    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=True,
-                   help="grammar-constrained decoding (always a parseable plan)")
-    p.add_argument("--forced-tokens", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --constrained: feed the tokens the reply format fixes along with "
-                        "the free ones (--no-forced-tokens: decode every token step by step)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--attn-implementation", default="sdpa")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _image_size(text):
-    if not text:
-        return None
-    try:
-        return tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--image-size must be WxH, got {text!r}") from None
-
-
-def _view_budgets(args: argparse.Namespace) -> tuple[list[str], list[float] | None]:
-    """(cameras, view_ratios) from --budgets YAML or from --cameras/--view-ratios."""
-    if not args.budgets:
-        return list(args.cameras), args.view_ratios
-    from fastdrivevla_ros.pipeline.params import load_parameter_file
-
-    if args.view_ratios:
-        raise ConfigError("give --view-ratios or --budgets, not both")
-    values = load_parameter_file(args.budgets)
-    cameras, ratios = values.get("cameras"), values.get("view_ratios")
-    if not (isinstance(cameras, list) and isinstance(ratios, list) and ratios):
-        raise ConfigError(f"{args.budgets}: needs `cameras` and `view_ratios` lists (as "
-                          "`fastdrivevla search-budgets` writes them)")
-    return [str(c) for c in cameras], ratios
-
-
-def run(args: argparse.Namespace) -> int:
-    engine = None
-    cameras, view_ratios = _view_budgets(args)
-    if not args.ground_truth_as_prediction:
-        if not args.model:
-            raise ConfigError("--model is required (or --ground-truth-as-prediction)")
-        from fastdrivevla_ros.vla.engine import DrivingVLA
-
-        engine = DrivingVLA.from_pretrained(
-            args.model, dtype=args.dtype, device=args.device,
-            attn_implementation=args.attn_implementation, pruner=args.pruner,
-            pruner_options={"weights": args.pruner_weights} if args.pruner_weights else None,
-            cameras=tuple(cameras), max_pixels=args.max_pixels,
-            image_size=_image_size(args.image_size), pruning_ratio=args.pruning_ratio,
-            view_ratios=tuple(view_ratios) if view_ratios else None,
-            max_new_tokens=args.max_new_tokens, constrained=args.constrained,
-            forced_tokens=args.forced_tokens)
-    metrics = replay_bag(args.bag, engine, args.out, parse_shard(args.shard), args.limit,
-                         gt_as_prediction=args.ground_truth_as_prediction,
-                         name=args.convention, baseline=args.baseline,
-                         output_bag=args.output_bag, model=args.model or "",
-                         on_error=args.on_error,
-                         progress=not args.no_progress)
-    print(headline(metrics, args.out))
-    return 0
 
 
 def _fmt(d: dict) -> str:

@@ -31,55 +31,107 @@ def relative(run_avg, base_avg) -> float | None:
 
 
 def label(m: dict) -> str:
-    if m.get("pruner") in (None, "none") or not m.get("pruning_ratio"):
-        return "unpruned" if m.get("pruner") != "ground_truth" else "ground truth"
-    return f"{m['pruner']} ({100 * m['pruning_ratio']:.0f}% pruned)"
+    """A row's name says what the LLM saw: the kept share of visual tokens (per camera too
+    when the run used per-view budgets), not just the configured ratio."""
+    pruner = m.get("pruner")
+    if pruner == "ground_truth":
+        return "ground truth"
+    kept = m.get("kept_fraction_mean")
+    if pruner in (None, "none"):
+        return "unpruned"
+    if kept is None:                       # metrics.json written before kept fractions existed
+        return f"{pruner} ({100 * (m.get('pruning_ratio') or 0):.0f}% pruned)"
+    text = f"{pruner}, {100 * kept:.0f}% kept"
+    views = m.get("view_kept_fraction") or {}
+    if m.get("view_ratios") and views:
+        text += " (" + ", ".join(f"{c} {100 * f:.0f}%" for c, f in views.items()) + ")"
+    return text
+
+
+def pruned_share(m: dict) -> float:
+    """Effective share of visual tokens pruned (x axis of the ratio plots)."""
+    kept = m.get("kept_fraction_mean")
+    return 1.0 - kept if kept is not None else float(m.get("pruning_ratio") or 0.0)
 
 
 def _num(v, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def table_rows(runs: list[dict], baseline: dict | None) -> list[str]:
-    head = ["Method", "Tokens"]
-    for _, title in GROUPS:
+def table_rows(rows: list[dict], baseline: dict | None) -> list[str]:
+    head = ["Method", "Tokens", "ms/plan"]
+    for key, title in GROUPS:
         head += [f"{title} 1s", "2s", "3s", "Avg.", "Rel."]
+    head.append("Waypoints off the map patch")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m in runs:
+    for m in rows:
         kept = m.get("tokens_kept_mean")
-        cells = [label(m), "–" if not kept else f"{kept:.0f}/{m.get('tokens_total_mean', 0):.0f}"]
+        cells = [label(m), "–" if not kept else f"{kept:.0f}/{m.get('tokens_total_mean', 0):.0f}",
+                 _num((m.get("timings_ms_mean") or {}).get("total"), 1)]
         for key, _ in GROUPS:
             values = m.get(key) or {}
             cells += [_num(values.get(k)) for k in KEYS]
             rel = relative(values.get("avg"), ((baseline or {}).get(key) or {}).get("avg")) \
                 if baseline is not None else None
             cells.append("–" if rel is None else f"{rel:.1f}%")
+        cells.append(_off_map(m))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
+def _off_map(m: dict) -> str:
+    """'N (in S samples)': waypoints the collision/intersection metrics cannot judge."""
+    n = m.get("waypoints_outside_map")
+    if n is None:
+        return "unknown"
+    return f"{n} (in {m.get('samples_outside_map', 0)} samples)"
+
+
+def latency_rows(rows: list[dict]) -> list[str]:
+    """Mean stage latency (ms), one row per run."""
+    stages = list(dict.fromkeys(k for m in rows for k in (m.get("timings_ms_mean") or {})))
+    if not stages:
+        return []
+    lines = ["| Method | " + " | ".join(stages) + " |", "|" + "---|" * (len(stages) + 1)]
+    for m in rows:
+        t = m.get("timings_ms_mean") or {}
+        lines.append(f"| {label(m)} | " + " | ".join(_num(t.get(s), 1) for s in stages) + " |")
+    return lines
+
+
+FRAME_NOTE = ("Trajectories and scores are in the **{frame}**. Impromptu-VLA's training targets "
+              "are in the **LiDAR frame** (x right, y forward, origin about 0.94 m ahead of the "
+              "rear axle); a model trained on them is scored here in the ego frame "
+              "(docs/bags.md, Frames).")
+
+
 def markdown(runs: list[dict], baseline: dict | None = None,
-             title: str = "Open-loop planning") -> str:
-    """A Table-1 style report for runs (baseline shown first when given)."""
+             title: str = "Open-loop planning", scope: str | None = None) -> str:
+    """A Table-1 style report for runs (baseline shown first when given); `scope` says which
+    samples were scored when that is not simply every sample of each run."""
+    from fastdrivevla_ros.eval.metrics import FRAME
+
     rows = ([baseline] if baseline is not None else []) + runs
     m = runs[0]
     notes = [
         f"# {title}", "",
+        *([f"**{scope}**", ""] if scope else []),
         f"Convention **{m['convention']}** (L2, collision and intersection as in "
         "docs/bags.md and fastdrivevla_ros/eval/metrics.py); "
         f"{m['samples']} samples with a full 3 s future of {m.get('frames', m['samples'])} "
         f"keyframes; parse failures (counted as zero waypoints): {m.get('parse_failed', 0)}; "
         f"keyframes that failed (not scored): {len(m.get('errors') or [])}.",
+        FRAME_NOTE.format(frame=m.get("frame") or FRAME),
         f"Drivable area from: {', '.join(m.get('drivable_source') or ['-'])} "
         "(`semantic_prior` is the devkit raster of drivable surface AND sidewalks, an "
-        "approximation of the map expansion's drivable_area).",
+        "approximation of the map expansion's drivable_area). Waypoints beyond the map patch "
+        "cannot be judged by the intersection metric: they are counted in the last column.",
         "Rel. = 100 × baseline Avg / run Avg (share of the unpruned model's performance kept)."
         if baseline is not None else "Rel. needs a baseline (`--baseline UNPRUNED_RUN_DIR`).",
         "", *table_rows(rows, baseline), ""]
-    timing = m.get("timings_ms_mean") or {}
-    if timing:
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
-        notes += [f"Mean stage latency (ms): {stages}", ""]
+    latency = latency_rows(rows)
+    if latency:
+        notes += ["Mean stage latency (ms) per plan:", "", *latency, ""]
     return "\n".join(notes)
 
 
@@ -120,8 +172,8 @@ def plot_vs_ratio(runs: list[dict], path: Path, baseline: dict | None = None) ->
         by_pruner.setdefault(m.get("pruner", "?"), []).append(m)
     for ax, (key, title) in zip(axes, GROUPS):
         for pruner, ms in sorted(by_pruner.items()):
-            ms = sorted(ms, key=lambda m: m.get("pruning_ratio", 0.0))
-            ax.plot([100 * m.get("pruning_ratio", 0.0) for m in ms],
+            ms = sorted(ms, key=pruned_share)
+            ax.plot([100 * pruned_share(m) for m in ms],
                     [(m.get(key) or {}).get("avg") for m in ms], marker="o", label=pruner)
         if baseline is not None and (baseline.get(key) or {}).get("avg") is not None:
             ax.axhline(baseline[key]["avg"], color="k", ls="--", lw=1, label="unpruned")
@@ -142,27 +194,93 @@ def load_metrics(run_dir) -> dict:
     return json.loads(path.read_text())
 
 
-def write_run_report(out_dir: Path, metrics: dict, baseline=None) -> None:
-    """report.md and l2_horizon.png for one run; `baseline` is a run dir or metrics dict."""
-    base = load_metrics(baseline) if isinstance(baseline, (str, Path)) else baseline
+def _scored(records: list[dict]) -> set[str]:
+    return {r["token"] for r in records if r.get("metrics")}
+
+
+def _records(run_dir) -> list[dict]:
+    from fastdrivevla_ros.eval.replay import PREDICTIONS, PredictionStore
+
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        raise DataError(f"no {PREDICTIONS} in {run_dir}: not a replay run directory")
+    return PredictionStore(path).ordered()
+
+
+def _rescored(metrics: dict, records: list[dict], common: set[str]) -> dict:
+    """metrics recomputed on the records of `common` samples only."""
+    from fastdrivevla_ros.eval.replay import run_metrics
+
+    spec = metrics | {"settings": {"view_ratios": metrics.get("view_ratios")}}
+    return run_metrics([r for r in records if r["token"] in common], spec,
+                       metrics["convention"])
+
+
+def same_samples(runs: dict, intersect: bool) -> tuple[dict, str | None]:
+    """{run dir: (metrics, records)} -> ({run dir: metrics}, scope note).
+
+    Runs scored on different samples are not comparable: refused (DataError naming the
+    difference) unless `intersect`, which rescores every run on the common samples."""
+    sets = {d: _scored(records) for d, (_, records) in runs.items()}
+    common = set.intersection(*sets.values())
+    if all(s == common for s in sets.values()):
+        return {d: m for d, (m, _) in runs.items()}, None
+    if not intersect:
+        diff = "; ".join(f"{d}: {len(s)} samples, {len(s - common)} not in every run"
+                         for d, s in sets.items())
+        raise DataError(f"runs were scored on different samples ({diff}); compare runs over "
+                        f"the same keyframes, or pass --intersect to score all on the "
+                        f"{len(common)} common samples")
+    if not common:
+        raise DataError("the runs have no scored sample in common")
+    return ({d: _rescored(m, records, common) for d, (m, records) in runs.items()},
+            f"Scored on the {len(common)} samples common to all {len(runs)} runs (--intersect); "
+            "each run's own metrics.json covers all of its samples.")
+
+
+def write_run_report(out_dir: Path, metrics: dict, baseline=None,
+                     records: list[dict] | None = None) -> None:
+    """report.md and l2_horizon.png for one run; `baseline` is a run dir or metrics dict.
+
+    A baseline over other samples is compared on the common ones (said in the header)."""
     out_dir = Path(out_dir)
-    (out_dir / "report.md").write_text(markdown([metrics], base), encoding="utf-8")
+    base, scope = baseline, None
+    if isinstance(baseline, (str, Path)):
+        base = load_metrics(baseline)
+        if records is not None:
+            both = {"run": (metrics, records), "baseline": (base, _records(baseline))}
+            scored, scope = same_samples(both, intersect=True)
+            metrics, base = scored["run"], scored["baseline"]
+    (out_dir / "report.md").write_text(markdown([metrics], base, scope=scope), encoding="utf-8")
     plot_l2_horizon(([base] if base else []) + [metrics], out_dir / "l2_horizon.png")
 
 
-def compare(run_dirs: list, out_dir, baseline=None) -> Path:
-    """One report over many runs (sorted by pruner then ratio) plus the ratio plots."""
-    runs = sorted((load_metrics(d) for d in run_dirs),
-                  key=lambda m: (m.get("pruning_ratio", 0.0), m.get("pruner", "")))
-    if not runs:
+def _key(run_dir) -> str:
+    return str(Path(run_dir).resolve())
+
+
+def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> Path:
+    """One report over many runs (sorted by pruner then kept share) plus the ratio plots.
+
+    The baseline is shown once (also when it is listed among the runs); all runs must have
+    scored the same samples unless `intersect`."""
+    if not run_dirs:
         raise DataError("report needs at least one run directory")
-    base = load_metrics(baseline) if baseline else None
-    conventions = {m["convention"] for m in runs + ([base] if base else [])}
+    base_dir = _key(baseline) if baseline else None
+    dirs = [d for d in dict.fromkeys(_key(d) for d in run_dirs) if d != base_dir]
+    if not dirs:                      # only the baseline given: it is the one run
+        dirs, base_dir = [base_dir], None
+    loaded = {d: (load_metrics(d), _records(d)) for d in dirs + ([base_dir] if base_dir else [])}
+    conventions = {m["convention"] for m, _ in loaded.values()}
     if len(conventions) > 1:
         raise DataError(f"runs use different metric conventions {sorted(conventions)}")
+    scored, scope = same_samples(loaded, intersect)
+    base = scored.pop(base_dir) if base_dir else None
+    runs = sorted(scored.values(), key=lambda m: (pruned_share(m), m.get("pruner", "")))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(runs, base, "Pruning comparison"), encoding="utf-8")
+    (out / "report.md").write_text(markdown(runs, base, "Pruning comparison", scope),
+                                   encoding="utf-8")
     plot_l2_horizon(([base] if base else []) + runs, out / "l2_horizon.png")
     plot_vs_ratio(runs, out / "metrics_vs_ratio.png", base)
     return out / "report.md"
@@ -171,9 +289,13 @@ def compare(run_dirs: list, out_dir, baseline=None) -> Path:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="replay run directories (each with metrics.json)")
     p.add_argument("--out", required=True, help="directory for report.md and plots")
-    p.add_argument("--baseline", help="unpruned run directory for the Rel. column")
+    p.add_argument("--baseline", help="unpruned run directory for the Rel. column (shown "
+                   "once, also when listed among the runs)")
+    p.add_argument("--intersect", action="store_true",
+                   help="runs scored on different samples: score every run on the samples "
+                   "common to all (said in the table header) instead of refusing")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"wrote {compare(args.runs, args.out, args.baseline)}")
+    print(f"wrote {compare(args.runs, args.out, args.baseline, args.intersect)}")
     return 0

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""What the drive node reports on /diagnostics: model state, cameras, planning, faults.
+"""
+What the drive node reports on /diagnostics: model state, cameras, planning, faults.
 
 Thread-safe counters fed by the ROS callbacks and the planner thread; `report(now)` turns them
 into diagnostic_msgs/DiagnosticStatus-shaped records (see messages.diagnostic_array_fields).
@@ -57,7 +58,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class DriveDiagnostics:
-    """Counters and rolling windows (last `window` events) behind the node's diagnostics.
+    """
+    Counters and rolling windows (last `window` events) behind the node's diagnostics.
 
     cameras: the synchronised cameras; camera_timeout_s: silence after which a camera is
     reported missing; fault_hold_s: how long the last fault keeps the planner status at WARN.

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Ego history for the prompt from odometry (and optional ego status) streams, ROS-free.
+"""
+Ego history for the prompt from odometry (and optional ego status) streams, ROS-free.
 
 Poses (world/odom frame, from nav_msgs/Odometry) and ego status samples (speed, acceleration,
 steering, from fastdrivevla_ros/EgoStatus) are kept for a few seconds. For a frame at time t the
@@ -82,7 +83,8 @@ class _TimeSeries:
 
 
 class EgoHistoryBuffer:
-    """Thread-safe ego samples and the prompt history at a given time.
+    """
+    Thread-safe ego samples and the prompt history at a given time.
 
     tolerance_s: how far outside the buffered poses a lookup may reach, and how far the
     nearest status sample may be (a state with no pose is left out rather than invented).
@@ -146,7 +148,8 @@ class EgoHistoryBuffer:
         return samples[j] if abs(stamps[j] - t) <= self.tolerance_s else None
 
     def history_at(self, t: float, steps: int = MAX_HISTORY) -> EgoHistory | None:
-        """Return states at t - (steps-1)*0.5 s ... t (oldest first) in the ego frame at t.
+        """
+        Return states at t - (steps-1)*0.5 s ... t (oldest first) in the ego frame at t.
 
         None when there is no pose around t: the engine then prompts a standing start.
         Without a status sample, acceleration is (d speed / dt, speed * yaw rate) over the

@@ -12,13 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Live-replay evaluation: match published plans to the bag's ground truth, ROS-free.
+"""
+Live-replay evaluation: match published plans to the bag's ground truth, ROS-free.
 
 The replay evaluator node feeds every PlanningGroundTruth it hears (from `ros2 bag play`) and
 every PlannedTrajectory the drive node publishes into a StreamEvaluator, which pairs them by
 stamp and writes the SAME files as the offline `fastdrivevla replay` (predictions.jsonl,
 shard.json, metrics.json, report.md, plots) through fastdrivevla_ros.eval, so both paths are
 scored by one implementation.
+
+Durability: each keyframe's record is appended to predictions.jsonl (flushed) as soon as it
+settles, and a restarted evaluator resumes from that file like `fastdrivevla replay`; shard.json,
+metrics.json and report.md are written at the end (`finish`). A malformed message (no header,
+wrong number of waypoints, a NaN) is counted and reported, never fatal.
 
 Matching: a plan is stamped with its reference camera image (within ~50 ms of the keyframe's
 LiDAR stamp in nuScenes); each keyframe takes the plan nearest in time within `tolerance_s`.
@@ -31,8 +37,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+import math
 from pathlib import Path
-from typing import Any
+import time
+from typing import Any, Callable
 
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
 from fastdrivevla_ros.eval.replay import (
@@ -51,7 +59,8 @@ class Keyframe:
 
 
 def result_from_trajectory(fields: dict) -> dict:
-    """Return a PlanResult.to_json()-shaped dict of PlannedTrajectory fields.
+    """
+    Return a PlanResult.to_json()-shaped dict of PlannedTrajectory fields.
 
     `fields` has the shape messages.trajectory_fields builds (waypoints as {'x', 'y', 'z'}).
     """
@@ -71,8 +80,62 @@ def result_from_trajectory(fields: dict) -> dict:
     }
 
 
+def stamp_ns_of(msg) -> int:
+    """Return a message header's stamp as integer nanoseconds."""
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def trajectory_fields_of(msg) -> dict:
+    """Return a PlannedTrajectory's values shaped like pipeline.messages.trajectory_fields."""
+    scalars = ('waypoint_dt', 'status', 'reason', 'text', 'pruner', 'pruning_ratio',
+               'tokens_kept', 'tokens_total', 'num_generated', 'preprocess_ms', 'vision_ms',
+               'scoring_ms', 'prefill_ms', 'decode_ms', 'engine_ms', 'latency_ms')
+    fields = {name: getattr(msg, name) for name in scalars}
+    fields.update(
+        header={'stamp': {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec},
+                'frame_id': msg.header.frame_id},
+        waypoints=[{'x': p.x, 'y': p.y, 'z': p.z} for p in msg.waypoints],
+        cameras=list(msg.cameras), camera_tokens_kept=list(msg.camera_tokens_kept),
+        camera_tokens_total=list(msg.camera_tokens_total),
+        camera_stamps=[{'sec': t.sec, 'nanosec': t.nanosec} for t in msg.camera_stamps])
+    return fields
+
+
+def _check_plan(result: dict) -> dict:
+    points = result['waypoints']
+    if result['status'] == 'ok' and len(points) != 6:
+        raise ValueError(f'an ok plan has {len(points)} waypoints, not 6')
+    if not all(math.isfinite(v) for p in points for v in p):
+        raise ValueError('a waypoint is not a finite number')
+    return result
+
+
+class IdleWatch:
+    """
+    Wall-clock idleness: True once `timeout_s` passed without `touch()` after a first one.
+
+    Monotonic time on purpose: under use_sim_time the ROS clock stops when the bag ends (and
+    has not started while the model loads), so a sim-time idle check would never fire.
+    """
+
+    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic):
+        self.timeout_s, self.clock = float(timeout_s), clock
+        self.last: float | None = None
+
+    def touch(self) -> None:
+        """Record activity now."""
+        self.last = self.clock()
+
+    def expired(self) -> bool:
+        """Return True when armed, enabled (timeout > 0) and idle for longer than the timeout."""
+        return self.timeout_s > 0 and self.last is not None and \
+            self.clock() - self.last > self.timeout_s
+
+
 class StreamEvaluator:
-    """Pair plans with keyframes as they stream in; write the replay run files at the end.
+    """
+    Pair plans with keyframes as they stream in; write the replay run files at the end.
 
     out_dir: run directory (created; must not hold another run's predictions);
     tolerance_s: max |plan stamp - keyframe stamp|; convention: metric convention name;
@@ -91,10 +154,39 @@ class StreamEvaluator:
         self.store = PredictionStore(self.out_dir / PREDICTIONS)
         self.pending: list[Keyframe] = []                 # keyframes not settled yet
         self.candidates: list[tuple[int, dict]] = []      # (stamp, result) plans not used yet
-        self.expected: list[str] = []
+        self.expected: list[str] = [r['token'] for r in self.store.ordered()]   # resumed
         self.missing: list[str] = []
         self.ordinal = len(self.store.records)
         self.plans_seen = 0
+        self.malformed: Counter = Counter()           # 'ground_truth' / 'plan' -> count
+        self.last_malformed = ''
+
+    def ground_truth_message(self, msg) -> str | None:
+        """Add a PlanningGroundTruth message; return why it was skipped, or None."""
+        from fastdrivevla_ros.data.bag_reader import target_from_msg
+
+        try:
+            keyframe = Keyframe(stamp_ns_of(msg), target_from_msg(msg), msg.scene_token,
+                                msg.scene_name, int(msg.index_in_scene))
+        except Exception as e:  # noqa: B902 - one malformed message must not end the run
+            return self._malformed('ground_truth', msg, e)
+        self.add_keyframe(keyframe)
+        return None
+
+    def plan_message(self, msg) -> str | None:
+        """Add a PlannedTrajectory message; return why it was skipped, or None."""
+        try:
+            stamp = stamp_ns_of(msg)
+            result = _check_plan(result_from_trajectory(trajectory_fields_of(msg)))
+        except Exception as e:  # noqa: B902 - one malformed message must not end the run
+            return self._malformed('plan', msg, e)
+        self.add_plan(stamp, result)
+        return None
+
+    def _malformed(self, kind: str, msg, error: Exception) -> str:
+        self.malformed[kind] += 1
+        self.last_malformed = f'{kind} message skipped: {type(error).__name__}: {error}'
+        return self.last_malformed
 
     def add_keyframe(self, keyframe: Keyframe) -> None:
         """Register a ground-truth keyframe (from the bag)."""
@@ -158,6 +250,8 @@ class StreamEvaluator:
         metrics = finish_run(self.out_dir, records, spec)
         metrics.update({'missing_predictions': len(self.missing), 'plans_received':
                         self.plans_seen, 'pruning_ratios_seen': sorted(ratios),
-                        'match_tolerance_s': self.tolerance_ns / 1e9})
+                        'match_tolerance_s': self.tolerance_ns / 1e9,
+                        'malformed_messages': {k: self.malformed[k]
+                                               for k in ('ground_truth', 'plan')}})
         write_json(self.out_dir / METRICS, metrics)
         return metrics

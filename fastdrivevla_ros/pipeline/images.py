@@ -12,18 +12,22 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Camera payloads -> HxWx3 uint8 RGB, and RGB -> bgr8 image fields, with clear InputErrors.
+"""
+Camera payloads -> HxWx3 uint8 RGB, and RGB -> bgr8 image fields, with clear InputErrors.
 
 sensor_msgs/CompressedImage (JPEG/PNG bytes) is decoded with Pillow, which refuses truncated
-files instead of returning half an image; sensor_msgs/Image is read straight from its buffer
-for the encodings a camera publishes. No cv_bridge: its binary module breaks under NumPy 2 and
-this code stays testable without ROS.
+files instead of returning half an image. sensor_msgs/Image goes through a raw converter when
+the caller has one (the drive node passes cv_bridge's `imgmsg_to_cv2(msg, 'rgb8')`, which knows
+every image_encodings name: bayer, yuv422, 16-bit, ...); without one (cv_bridge missing, or its
+binary module broken under NumPy 2) it is read straight from its buffer for the 8-bit encodings
+in RAW_ENCODINGS. Either way the result is checked here, so this code stays testable without
+ROS.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Callable
 
 from fastdrivevla_ros.errors import InputError
 import numpy as np
@@ -59,7 +63,8 @@ def _check_size(width: int, height: int, camera: str) -> None:
 
 
 def decode_compressed(data: bytes, fmt: str = '', camera: str = 'camera') -> np.ndarray:
-    """Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
+    """
+    Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
 
     `fmt` is the message's format string ('jpeg', 'png', 'bgr8; jpeg compressed bgr8'); only
     its codec part is used, as a check: the bytes themselves decide how they are decoded.
@@ -109,6 +114,35 @@ def decode_image_message(msg: Any, camera: str) -> np.ndarray:
         return decode_compressed(msg.data, msg.format, camera)
     return decode_raw(msg.data, msg.encoding, msg.width, msg.height, msg.step,
                       msg.is_bigendian, camera)
+
+
+RawConverter = Callable[[Any], np.ndarray]    # sensor_msgs/Image -> [H, W, 3] uint8 RGB
+
+
+def image_decoder(raw_converter: RawConverter | None = None) -> Callable[[str, Any], np.ndarray]:
+    """
+    Return decode(camera, msg) -> [H, W, 3] uint8 RGB, raising InputError on a bad image.
+
+    CompressedImage: Pillow (decode_compressed). Image: `raw_converter` when given, its result
+    checked against the message's size; else the numpy path (decode_raw, RAW_ENCODINGS only).
+    """
+
+    def decode(camera: str, msg: Any) -> np.ndarray:
+        if hasattr(msg, 'format') or raw_converter is None:
+            return decode_image_message(msg, camera)
+        _check_size(msg.width, msg.height, camera)
+        try:
+            rgb = raw_converter(msg)
+        except Exception as e:  # noqa: B902 - cv_bridge raises CvBridgeError, TypeError, ...
+            raise InputError(f'{camera}: cannot convert a {msg.encoding!r} image to rgb8 '
+                             f'({type(e).__name__}: {e})') from e
+        rgb = np.asarray(rgb)
+        if rgb.shape != (msg.height, msg.width, 3) or rgb.dtype != np.uint8:
+            raise InputError(f'{camera}: {msg.encoding!r} image converted to {rgb.shape} '
+                             f'{rgb.dtype}, expected ({msg.height}, {msg.width}, 3) uint8')
+        return np.ascontiguousarray(rgb)
+
+    return decode
 
 
 def bgr8_fields(rgb: np.ndarray) -> dict[str, Any]:

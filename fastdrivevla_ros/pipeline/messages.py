@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""PlanResult -> plain field dicts of the node's output messages (ROS-free).
+"""
+PlanResult -> plain field dicts of the node's output messages (ROS-free).
 
 Each builder returns nested dicts/lists shaped exactly like the ROS message (field names and
 nesting), so ros/conversions.py fills rclpy messages with rosidl_runtime_py.set_message_fields
@@ -53,6 +54,13 @@ def header_fields(stamp_ns: int, frame_id: str) -> dict[str, Any]:
     return {'stamp': time_fields(stamp_ns), 'frame_id': frame_id}
 
 
+def static_transform_fields(parent: str, child: str, stamp_ns: int = 0) -> dict[str, Any]:
+    """Return geometry_msgs/TransformStamped fields of the identity `parent` -> `child`."""
+    return {'header': header_fields(stamp_ns, parent), 'child_frame_id': child,
+            'transform': {'translation': {'x': 0.0, 'y': 0.0, 'z': 0.0},
+                          'rotation': {'x': 0.0, 'y': 0.0, 'z': 0.0, 'w': 1.0}}}
+
+
 def _point(x: float, y: float, z: float = 0.0) -> dict[str, float]:
     return {'x': float(x), 'y': float(y), 'z': float(z)}
 
@@ -87,7 +95,8 @@ def trajectory_fields(result: PlanResult, stamp_ns: int, frame_id: str,
 
 
 def path_fields(result: PlanResult, stamp_ns: int, frame_id: str) -> dict[str, Any]:
-    """nav_msgs/Path from the ego origin through the waypoints (empty unless status is ok).
+    """
+    nav_msgs/Path from the ego origin through the waypoints (empty unless status is ok).
 
     Each pose faces along its segment so RViz arrows show the heading.
     """

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Every drive-node parameter, declared once: type, default, range, description, mutability.
+"""
+Every drive-node parameter, declared once: type, default, range, description, mutability.
 
 One table serves three places: rclpy ParameterDescriptors (ros/drive_node.py), validation of
 config/drive.yaml (`load_parameter_file`) and `ros2 param set` at runtime (`check_update`), so a
@@ -56,6 +57,12 @@ def _cameras_problem(value: list[str]) -> str | None:
 def _topic_problem(value: str) -> str | None:
     if not _TOPIC.match(value) or '//' in value or (value.endswith('/') and value != '/'):
         return f'{value!r} is not a valid ROS topic name'
+    return None
+
+
+def _frame_problem(value: str) -> str | None:
+    if value.startswith('/') or not _TOPIC.match(value):
+        return f'{value!r} is not a tf2 frame id (no leading slash)'
     return None
 
 
@@ -150,8 +157,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(safetensors only; `fastdrivevla make-tiny-model DIR` writes a test model)'),
     ParamSpec('pruner', 'none', 'visual-token pruner name (`fastdrivevla plan --list-pruners`)',
               choices=_pruner_names),
-    ParamSpec('pruner_weights', '', 'pruner weights directory (e.g. a trained ReconPruner); '
+    ParamSpec('pruner_weights', '', 'trained weights directory of a learned pruner (recon); '
               "'' = none"),
+    ParamSpec('untrained', False, 'run a learned pruner (recon) without weights: random scores, '
+              'for smoke tests and timing only (a learned pruner needs this or pruner_weights)'),
+    ParamSpec('pruner_options', '', 'JSON object of pruner constructor options, e.g. '
+              '\'{"layer": 3}\' (fastv) or \'{"important_ratio": 0.3}\' (vispruner); '
+              "'' = defaults"),
     ParamSpec('pruning_ratio', 0.5, 'fraction of visual tokens pruned per view '
               '(K = floor(N * (1 - ratio)) kept); changeable at runtime',
               low=0.0, high=0.99, runtime=True),
@@ -183,22 +195,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     # inputs
-    ParamSpec('camera_namespace', '/cameras', 'camera topics are '
-              'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming)',
-              problem=_topic_problem),
+    ParamSpec('camera_namespace', 'cameras', 'camera topics are '
+              'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming); relative '
+              "names resolve in the node's namespace (__ns:=/car1 -> /car1/cameras/...)",
+              problem=lambda v: _topic_problem(v) if v else None),
     ParamSpec('camera_image_name', 'image_rect', 'base image topic name under each camera',
               problem=_topic_problem),
     ParamSpec('image_transport', 'compressed', 'camera message type: compressed '
               '(sensor_msgs/CompressedImage on .../compressed) or raw (sensor_msgs/Image)',
               choices=('compressed', 'raw')),
-    ParamSpec('odom_topic', '/ego/odometry', "nav_msgs/Odometry giving the prompt's past "
+    ParamSpec('odom_topic', 'ego/odometry', "nav_msgs/Odometry giving the prompt's past "
               "positions ('' = none: the prompt says standing still)",
               problem=lambda v: _topic_problem(v) if v else None),
-    ParamSpec('ego_status_topic', '/ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
+    ParamSpec('ego_status_topic', 'ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
               "acceleration and steering for the prompt ('' = derive from odometry)",
               problem=lambda v: _topic_problem(v) if v else None),
     ParamSpec('ego_frame', 'base_link', 'frame_id of the published plan (ego frame at the '
               'source frame time)', problem=lambda v: None if v else 'must not be empty'),
+    ParamSpec('plan_frame', 'fastdrivevla_plan', 'child frame published as a static identity '
+              'transform under ego_frame, so ego_frame exists in TF and RViz (fixed frame '
+              "base_link) shows the plan even when nothing else publishes TF ('' = no TF)",
+              problem=lambda v: _frame_problem(v) if v else None),
     ParamSpec('sync_slop_s', 0.06, 'ApproximateTimeSynchronizer slop: max stamp spread of one '
               'camera set (nuScenes cameras spread ~40 ms)', low=0.001, high=1.0),
     ParamSpec('sync_queue_size', 5, 'ApproximateTimeSynchronizer queue per camera (keep small: '
@@ -249,19 +266,27 @@ class NodeConfig:
         dtype = self.dtype
         if dtype == 'auto':
             dtype = 'bfloat16' if device.startswith('cuda') else 'float32'
-        options = {'weights': self.pruner_weights} if self.pruner_weights else {}
         return {'dtype': dtype, 'device': device,
                 'attn_implementation': self.attn_implementation, 'pruner': self.pruner,
-                'pruner_options': options, 'cameras': tuple(self.cameras),
+                'pruner_options': self.pruner_options_dict(), 'cameras': tuple(self.cameras),
                 'max_pixels': self.max_pixels, 'image_size': self.image_size,
                 'pruning_ratio': self.pruning_ratio, 'view_ratios': self.view_ratios,
                 'max_new_tokens': self.max_new_tokens,
                 'constrained': self.constrained, 'forced_tokens': self.forced_tokens,
                 'decode_step': self.decode_step}
 
+    def pruner_options_dict(self) -> dict[str, Any]:
+        """Return the pruner's checked constructor options (weights / untrained included)."""
+        from fastdrivevla_ros.pruning.registry import pruner_options
+
+        return pruner_options(self.pruner, self.pruner_options, self.pruner_weights,
+                              self.untrained)
+
     def topic(self, camera: str) -> str:
-        """Return the camera's input topic, e.g. /cameras/CAM_FRONT/image_rect/compressed."""
-        base = f'{self.camera_namespace.rstrip("/")}/{camera}/{self.camera_image_name}'
+        """Return the camera's input topic, e.g. cameras/CAM_FRONT/image_rect/compressed."""
+        ns = self.camera_namespace
+        base = f'{ns.rstrip("/")}/{camera}' if ns else camera
+        base = f'{base}/{self.camera_image_name}'
         return base + '/compressed' if self.image_transport == 'compressed' else base
 
 
@@ -282,6 +307,11 @@ def _cross_field_problems(values: dict[str, Any]) -> list[str]:
     if values['pruner'] == 'mask_oracle':
         problems.append('pruner: mask_oracle needs ground-truth foreground masks, which a live '
                         'node does not have; use it in offline replay')
+    else:
+        try:
+            NodeConfig(values).pruner_options_dict()
+        except ConfigError as e:
+            problems.append(f'pruner: {e}')
     ratios = values['view_ratios']
     if ratios is not None and len(ratios) != len(values['cameras']):
         problems.append(f'view_ratios: {len(ratios)} ratios for {len(values["cameras"])} '
@@ -313,7 +343,8 @@ def validate_config(values: dict[str, Any] | None = None) -> NodeConfig:
 
 
 def check_update(config: NodeConfig, changes: dict[str, Any]) -> NodeConfig:
-    """Validate a runtime change (`ros2 param set`); return the new config or raise ConfigError.
+    """
+    Validate a runtime change (`ros2 param set`); return the new config or raise ConfigError.
 
     Names outside the table (use_sim_time, qos overrides) are ignored: other parts of the node
     own them.
@@ -332,6 +363,38 @@ def check_update(config: NodeConfig, changes: dict[str, Any]) -> NodeConfig:
     return NodeConfig(merged)
 
 
+class RuntimeUpdates:
+    """
+    `ros2 param set` in two steps: validate every change, apply it once ROS has set it.
+
+    Jazzy calls on-set callbacks to validate and post-set callbacks after the values are set
+    (`post_set=True`: `apply` runs from `post_set`). Humble has on-set callbacks only, so there
+    `on_set` applies the change right after it validated.
+    apply: receives the new NodeConfig.
+    """
+
+    def __init__(self, config: NodeConfig, apply: Callable[[NodeConfig], None], post_set: bool):
+        self.config, self.apply, self.post_set_available = config, apply, post_set
+
+    def on_set(self, changes: dict[str, Any]) -> str | None:
+        """Validate `changes` (name -> value); return why they are refused, or None."""
+        try:
+            new = check_update(self.config, changes)
+        except ConfigError as e:
+            return str(e)
+        if not self.post_set_available:
+            self._commit(new)
+        return None
+
+    def post_set(self, changes: dict[str, Any]) -> None:
+        """Apply changes ROS has set (validated by `on_set` before)."""
+        self._commit(check_update(self.config, changes))
+
+    def _commit(self, new: NodeConfig) -> None:
+        self.config = new
+        self.apply(new)
+
+
 def descriptor_fields(spec: ParamSpec) -> dict[str, Any]:
     """Fields of the rcl_interfaces ParameterDescriptor for `spec` (ROS-free)."""
     choices = spec.allowed_choices()
@@ -347,7 +410,8 @@ def descriptor_fields(spec: ParamSpec) -> dict[str, Any]:
 
 
 def launch_value(name: str, text: str) -> Any:
-    """Convert launch argument text for parameter `name` (or use_sim_time) to a checked value.
+    """
+    Convert launch argument text for parameter `name` (or use_sim_time) to a checked value.
 
     `pruning_ratio:=0` becomes 0.0 here, so launch users need not know ROS' int/double rule.
     Imports nothing heavy: it runs inside `ros2 launch`.
@@ -379,7 +443,8 @@ def _unknown(name: str) -> str:
 
 
 def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """Read a ROS 2 parameter YAML (`/**:` or `NODE:` -> `ros__parameters:`) for `node_name`.
+    """
+    Read a ROS 2 parameter YAML (`/**:` or `NODE:` -> `ros__parameters:`) for `node_name`.
 
     Returns the raw values (validate with validate_config); raises ConfigError on a file that
     ROS would not accept as a parameter file for this node.

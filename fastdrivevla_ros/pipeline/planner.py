@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The planning step the drive node's worker thread runs, ROS-free.
+"""
+The planning step the drive node's worker thread runs, ROS-free.
 
 PlannerService owns the DrivingVLA: it loads it (tracking 'loading' / 'ready' / 'failed'),
 applies runtime parameter changes between frames (never during one), decodes a FrameSet, plans,
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from fastdrivevla_ros.errors import FastDriveError, InputError
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
 from fastdrivevla_ros.pipeline.images import decode_image_message
+from fastdrivevla_ros.pipeline.log import Log
 from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
 from fastdrivevla_ros.vla.prompt import EgoHistory
@@ -40,7 +42,6 @@ import numpy as np
 # runtime parameters that DrivingVLA.configure applies
 ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'forced_tokens',
                   'max_new_tokens')
-Log = Callable[[str, str], None]     # (level 'info'|'warn'|'error', message)
 
 
 @dataclass
@@ -59,12 +60,10 @@ def build_engine(config: NodeConfig, log: Log):
     """Load the DrivingVLA the parameters describe (slow: reads the checkpoint)."""
     from fastdrivevla_ros.vla.engine import DrivingVLA
 
-    engine = DrivingVLA.from_pretrained(config.model, **config.engine_kwargs())
-    if not config.pruner_weights and hasattr(engine.pruner, 'attach'):
-        # a learned pruner without weights: size it for this model, untrained (as the demo)
-        log('warn', f'pruner {config.pruner!r} has no pruner_weights: using it UNTRAINED')
-        engine.pruner.attach(engine.model)
-    return engine
+    if config.untrained:
+        log('warn', f'pruner {config.pruner!r} runs UNTRAINED (random scores): for smoke tests '
+                    'and timing, not for driving; set pruner_weights for a trained one')
+    return DrivingVLA.from_pretrained(config.model, **config.engine_kwargs())
 
 
 def _is_cuda_oom(error: BaseException) -> bool:
@@ -75,7 +74,8 @@ def _is_cuda_oom(error: BaseException) -> bool:
 
 
 class PlannerService:
-    """Engine owner for the worker thread.
+    """
+    Engine owner for the worker thread.
 
     clock: seconds on the same time base as frame stamps (the node's ROS clock);
     history: stamp (s) -> EgoHistory or None (standing start);

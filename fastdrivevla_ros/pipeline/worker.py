@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""A drop-oldest slot of size one and the thread that plans from it.
+"""
+A drop-oldest slot of size one and the thread that plans from it.
 
 The synchroniser callback must return at once (message_filters calls it while holding its lock,
 so a slow callback stalls all six camera inputs): it only `submit`s the newest complete set. The
@@ -33,7 +34,8 @@ T = TypeVar('T')
 
 @dataclass
 class FrameSet:
-    """One synchronised camera set, not decoded yet (decoding runs on the worker thread).
+    """
+    One synchronised camera set, not decoded yet (decoding runs on the worker thread).
 
     stamp: reference stamp in seconds (the first model camera's header stamp);
     images: camera -> raw payload (a ROS image message, or anything the decoder accepts);
@@ -49,7 +51,8 @@ class FrameSet:
 
 @dataclass
 class WorkerStats:
-    """Counters since start.
+    """
+    Counters since start.
 
     superseded: replaced in the slot by a newer set; stale: older than max staleness when the
     worker took it; failed: `process` raised (counted by exception type in `errors`).
@@ -68,7 +71,8 @@ class WorkerStats:
 
 
 class LatestSetWorker(Generic[T]):
-    """Run `process(item)` on a background thread for the newest submitted item only.
+    """
+    Run `process(item)` on a background thread for the newest submitted item only.
 
     process: the slow work; exceptions are caught, counted and passed to `on_error`;
     max_staleness_s: items whose age (clock() - stamp(item)) exceeds this when taken are
@@ -186,3 +190,29 @@ class LatestSetWorker(Generic[T]):
             callback(*args)
         except Exception:  # noqa: B902 - a logging callback must not kill the worker
             pass
+
+
+class OutputGate:
+    """
+    Let outputs through only while open; `close()` waits for one in progress, then refuses.
+
+    LatestSetWorker.close() waits a bounded time for the plan in progress (a CPU plan can take
+    longer); when that plan finishes after the node was destroyed, its publish must not run.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open = True
+
+    def run(self, output: Callable[[], Any]) -> bool:
+        """Call `output()` unless closed; return whether it ran."""
+        with self._lock:
+            if not self._open:
+                return False
+            output()
+            return True
+
+    def close(self) -> None:
+        """Refuse every later output (after the one running, if any)."""
+        with self._lock:
+            self._open = False

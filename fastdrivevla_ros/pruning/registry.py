@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
+from typing import Any, TYPE_CHECKING
 
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pruning.base import Pruner
+
+if TYPE_CHECKING:       # listing names must not import torch (fast --help)
+    from fastdrivevla_ros.pruning.base import Pruner
 
 PRUNERS: dict[str, str] = {
     "none": "fastdrivevla_ros.pruning.basic:NoPruner",
@@ -39,3 +44,63 @@ def build_pruner(name: str, **options) -> Pruner:
         return cls(**options)
     except TypeError as e:
         raise ConfigError(f"bad options for pruner {name!r}: {e}") from e
+
+
+def check_pruner(name: str, options: dict | None = None) -> None:
+    """Raise ConfigError for an unknown pruner or options its constructor does not take,
+    without building it (commands check this before loading a model)."""
+    signature = inspect.signature(pruner_class(name))
+    try:
+        signature.bind(**(options or {}))
+    except TypeError as e:
+        accepted = ", ".join(signature.parameters) or "no options"
+        raise ConfigError(f"bad options for pruner {name!r}: {e}; it takes: {accepted}") \
+            from None
+
+
+def require_pruning(name: str, ratio: float, view_ratios=None) -> None:
+    """A pruner asked to prune nothing is a mistake, not a silent unpruned run."""
+    if not pruner_class(name).keeps_all and not ratio and not any(view_ratios or ()):
+        raise ConfigError(f"pruner {name!r} with pruning ratio 0 and no per-view ratios prunes "
+                          "nothing; give --pruning-ratio P (0 < P < 1), per-view ratios, or "
+                          "--pruner none")
+
+
+def pruner_options(name: str, options: dict | str | None = None, weights: str | None = None,
+                   untrained: bool = False) -> dict[str, Any]:
+    """Constructor options of pruner `name`, checked against its signature before anything loads.
+
+    options: a dict or JSON object text of constructor arguments (e.g. '{"layer": 3}' for fastv,
+    '{"important_ratio": 0.3}' for vispruner); weights / untrained: the explicit switch of a
+    learned pruner (one whose constructor takes `untrained`, e.g. recon), which needs exactly
+    one of them. The `plan` CLI and the drive node both build their options here.
+    """
+    if isinstance(options, str):
+        try:
+            options = json.loads(options) if options.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"pruner options for {name!r} are not valid JSON: {e}") from e
+    if not isinstance(options or {}, dict):
+        raise ConfigError(f"pruner options for {name!r} must be a JSON object, e.g. "
+                          '{"layer": 3}')
+    kwargs = dict(options or {})
+    params = inspect.signature(pruner_class(name)).parameters
+    learned = "untrained" in params
+    if (weights or untrained) and not learned:
+        learned_names = [n for n in available_pruners()
+                         if "untrained" in inspect.signature(pruner_class(n)).parameters]
+        raise ConfigError(f"pruner {name!r} is not learned: weights / untrained apply only to "
+                          f"{', '.join(learned_names)}")
+    if weights:
+        if "weights" in kwargs:
+            raise ConfigError(f"pruner {name!r}: weights given twice (options and weights)")
+        kwargs["weights"] = str(weights)
+    if untrained:
+        kwargs["untrained"] = True
+    if learned and bool(kwargs.get("weights")) == bool(kwargs.get("untrained")):
+        raise ConfigError(f"pruner {name!r} is learned: give its trained weights "
+                          "(pruner_weights / --pruner-weights DIR) or run it untrained with "
+                          "random scores (untrained / --untrained, for tests and timing), "
+                          "not both")
+    check_pruner(name, kwargs)
+    return kwargs

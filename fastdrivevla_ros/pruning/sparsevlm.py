@@ -12,13 +12,23 @@ Qwen2.5-VL adaptation (no official port exists), documented here:
   * locations scaled to the model depth, round(l * depth / 32): [2, 7, 17] for the 36-layer 3B;
     the engine prunes at the INPUT of layer l + 1 using layer l's attention, computed for the
     rater rows only so SDPA/FlashAttention stay on;
-  * per-stage budgets keep the official schedule's shape (300 : 200 : 110, capped at N) scaled so
-    that the number of visual tokens averaged over all decoder layers equals each view's target
-    budget floor(N (1 - p)) (up to integer rounding, < 1 token);
-  * v2.0 behaviour: kept tokens keep their original 3D M-RoPE positions and pruned tokens are
-    dropped (no v1.0 recycling/merging);
+  * per-stage budgets keep the official schedule's shape (300 : 200 : 110) but are RESCALED, per
+    view, so that the number of visual tokens averaged over all decoder layers equals the
+    view's target budget floor(N (1 - p)) (up to integer rounding, < 1 token); the official
+    lists are fixed token counts for 576-token LLaVA images and do not transfer to other N;
+  * the official cap applies: each stage keeps min(b, alive - 1) tokens
+    (`topk(relation_vis, min(b, v_token_num - 1))`), so every stage prunes;
   * several views: raters are the text tokens after the last image and rate all views' tokens
     jointly; each view keeps its own per-stage budget.
+
+This is a HYBRID of the official versions, stated here so results are not read as either one:
+  * from v1.0 (main branch): the rater selection and the plain mean over all heads;
+  * from v2.0: kept tokens keep their original 3D M-RoPE positions and pruned tokens are
+    dropped (v1.0 re-indexes positions);
+  * left out: v2.0's RoPE-bias correction of the scores and its top-14-head selection
+    (`select_attn_head_by_sum`), v1.0's recycling (top-30% of the pruned tokens clustered by
+    DPC-kNN and merged back), and the paper's rank-based adaptive deletion count (the released
+    code, like this one, uses fixed per-stage lists).
 """
 
 from __future__ import annotations
@@ -56,9 +66,11 @@ def scaled_locations(depth: int, locations=PRUNING_LOCATIONS) -> tuple[int, ...]
 
 def layer_average_schedule(n: int, target: int, starts: tuple[int, ...], depth: int,
                            shape=SCHEDULE_SHAPE) -> list[int]:
-    """Per-stage budgets b_s (non-increasing, 1 <= b_s <= n) for stages starting at the
-    engine layers `starts`, such that the visual-token count averaged over all `depth` layers,
-    (starts[0] * n + sum_s span_s * b_s) / depth, equals `target` up to integer rounding."""
+    """Per-stage budgets b_s for stages starting at the engine layers `starts`, such that the
+    visual-token count averaged over all `depth` layers, (starts[0] * n + sum_s span_s * b_s) /
+    depth, equals `target` up to integer rounding. Each stage prunes at least one token, as the
+    official `topk(..., min(b, v_token_num - 1))` does: b_0 <= n - 1 and b_s <= b_(s-1) - 1
+    (then the average may fall short of a target within a few tokens of n); b_s >= 1."""
     if target >= n:
         return [n] * len(starts)
     spans = [b - a for a, b in zip(starts, (*starts[1:], depth))]
@@ -66,16 +78,19 @@ def layer_average_schedule(n: int, target: int, starts: tuple[int, ...], depth: 
     need = target * depth - starts[0] * n          # token-layers the pruned stages may use
 
     def used(c: float) -> float:
-        return sum(span * min(n, c * w) for span, w in zip(spans, weights))
+        return sum(span * min(n - 1 - s, c * w) for s, (span, w) in enumerate(zip(spans, weights)))
 
-    lo, hi = 0.0, n / weights[-1]                  # used(hi) = all stages at n >= need
+    lo, hi = 0.0, n / weights[-1]                  # used(hi) = every stage at its cap
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if used(mid) < need else (lo, mid)
-    budgets = [max(1, min(n, math.floor(lo * w))) for w in weights]
+    budgets, alive = [], n
+    for w in weights:
+        budgets.append(max(1, min(alive - 1, math.floor(lo * w))))
+        alive = budgets[-1]
     deficit = need - sum(span * b for span, b in zip(spans, budgets))
     for s in reversed(range(len(budgets))):       # spend the rounding remainder, latest first
-        cap = (budgets[s - 1] if s else n) - budgets[s]
+        cap = (budgets[s - 1] if s else n) - 1 - budgets[s]
         add = max(0, min(cap, deficit // spans[s]))
         budgets[s] += add
         deficit -= add * spans[s]

@@ -13,6 +13,12 @@ vision attention weights, so a forward pre-hook on that block recomputes softmax
 in query chunks from the block's input, per image (cu_seqlens); the window permutation is undone
 (argsort of the window index) and each 2x2 patch group is averaged into its merged LLM token.
 Similarity uses the merger outputs (the LLM-space tokens). Runs before the LLM (layer 0).
+
+Tie-breaking: the official code sorts with `argsort(descending=True)`, which is NOT stable, so
+the order of tied scores (equal attention, or a-tokens with equal max similarity) is up to the
+backend and can differ between CPU and GPU. Both sorts here are stable (ties keep the earlier
+token), so results are deterministic; they equal the official selection except where tied
+scores straddle a cut, which no implementation can reproduce everywhere.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def diverse_tokens(features: torch.Tensor, residual: torch.Tensor, keep: int) ->
             similarity = similarity_all[a[:, None], b[None, :]].max(dim=-1).values
         else:
             similarity = similarity_all.new_zeros(len(a))
+        # stable, unlike the official argsort: deterministic ties (module docstring)
         distinct = torch.argsort(similarity, descending=True, stable=True)[drop:]
         pos = torch.cat([a[distinct], b])
 
@@ -56,7 +63,7 @@ def vispruner_select(attention: torch.Tensor, features: torch.Tensor, k: int,
                      important_ratio: float) -> torch.Tensor:
     """attention: [n] attention received; features: [n, D]; returns [k] local indices."""
     important = int(k * important_ratio)
-    order = torch.argsort(attention.float(), descending=True, stable=True)
+    order = torch.argsort(attention.float(), descending=True, stable=True)   # stable: see above
     diverse = diverse_tokens(features, order[important:], k - important)
     return torch.cat([order[:important], diverse])
 

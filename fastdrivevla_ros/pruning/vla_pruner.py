@@ -6,9 +6,14 @@ Official code (MINT-SJTU/VLA-Pruner, OpenVLA `modeling_prismatic.py` / `modeling
     attention: `layer=4` here);
   * semantic score: prefill attention averaged over heads and ALL query rows, per visual token;
   * action score: the attention the action tokens paid to each visual token at layer 15 of the
-    previous steps (mean over heads and action tokens), kept for the last w = 3 steps and
-    combined with weights decay^i (decay 0.8, i = 0 for the newest step), then normalised;
-    a token pruned at a step got 0 attention at that step;
+    previous steps (mean over heads and action tokens), kept for the last w = 3 steps,
+    combined with decay weights (decay 0.8) and normalised to sum 1; a token pruned at a step
+    got 0 attention at that step. `predict_action` builds the weights as
+    `[decay ** i for i in range(w - 1, -1, -1)]` and adds `weights[i] * av_hist[-1 - i]`, so
+    the NEWEST step gets decay^(w-1) = 0.64 and the OLDEST gets 1.0. That is the default here
+    (history_weights='official', selections identical to the official code); decay read as
+    recency weighting (newest step 1.0, then 0.8, 0.64 back in time), as "temporal smoothing"
+    suggests, is the named option history_weights='recency';
   * merge-filter: the union of the top-K tokens of each score; if it holds more than K tokens,
     DivPrune's max-min diversity on the layer-0 embeddings of the union picks K of them;
   * warm-up: until w steps of history exist the official code does not prune at all. The engine
@@ -32,12 +37,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastdrivevla_ros.compat import cached_keys
 from fastdrivevla_ros.errors import ConfigError, InputError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner, Selection, top_k_indices
 from fastdrivevla_ros.pruning.similarity import max_min_diverse
 from fastdrivevla_ros.pruning.sparsevlm import scale_layer
 
 ACTION_LAYER_REFERENCE = 15     # official action-attention layer of the 32-layer LLM
+# How the w history frames are weighted (see the module docstring):
+#   official: oldest frame decay^0 = 1.0 ... newest decay^(w-1), as MINT-SJTU's code does;
+#   recency:  newest frame 1.0 ... oldest decay^(w-1), decay read as recency weighting.
+HISTORY_WEIGHTS = ("official", "recency")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 WAYPOINT_HEADER = "[x, y]:"
 
@@ -52,18 +62,29 @@ class StreamHistory:
 
 
 class VLAPruner(Pruner):
-    """Semantic (prefill) + temporal action attention, merged, then filtered by diversity."""
+    """Semantic (prefill) + temporal action attention, merged, then filtered by diversity.
+
+    layer: LLM layer K whose input is pruned (official 3); action_layer: decode attention layer
+    (default: layer 15 of 32 scaled to the depth); window, decay: history length and decay
+    (official 3, 0.8); history_weights: 'official' (oldest frame weighted 1.0, as the official
+    code) or 'recency' (newest frame 1.0); max_gap_s: a larger time
+    step resets the history; chunk_rows: query rows per attention chunk (memory only).
+    """
 
     name = "vla_pruner"
 
     def __init__(self, layer: int = 3, action_layer: int | None = None, window: int = 3,
                  decay: float = 0.8, max_gap_s: float = 1.5, depth: int = 36,
-                 chunk_rows: int = 1024):
+                 chunk_rows: int = 1024, history_weights: str = "official"):
         if int(layer) != layer or layer < 1:
             raise ConfigError(f"vla_pruner: layer must be an integer >= 1, got {layer!r}")
         if window < 1 or not 0.0 < decay <= 1.0 or max_gap_s <= 0 or chunk_rows < 1:
             raise ConfigError("vla_pruner: need window >= 1, 0 < decay <= 1, max_gap_s > 0, "
                               "chunk_rows >= 1")
+        if history_weights not in HISTORY_WEIGHTS:
+            raise ConfigError(f"vla_pruner: history_weights must be one of {HISTORY_WEIGHTS}, "
+                              f"got {history_weights!r}")
+        self.history_weights = history_weights
         self.layers = (int(layer),)
         self.requested_action_layer = action_layer
         self.window, self.decay, self.max_gap_s = int(window), float(decay), float(max_gap_s)
@@ -121,11 +142,17 @@ class VLAPruner(Pruner):
             return None
         out = []
         for v, view in enumerate(ctx.views):
-            guided = sum(self.decay ** i * hist.frames[-1 - i][v] for i in range(self.window))
+            guided = sum(w * hist.frames[-1 - i][v] for i, w in enumerate(self.frame_weights()))
             total = float(guided.sum())
             guided = guided / total if total > 0 else guided
             out.append(guided.to(view.indices.device)[view.indices])
         return out
+
+    def frame_weights(self) -> list[float]:
+        """Weight of history frame -1 - i (i = 0 the newest), per `history_weights`."""
+        steps = range(self.window) if self.history_weights == "recency" else \
+            range(self.window - 1, -1, -1)
+        return [self.decay ** i for i in steps]
 
     # ------------------------------------------------------------------ selection
     def select(self, ctx: PruneContext, budgets: list[int]) -> Selection:
@@ -163,7 +190,7 @@ class VLAPruner(Pruner):
         if len(rows) == 0:
             return None
         seq = record["sequence"]
-        keys = record["cache"].layers[self.action_layer].keys          # [1, kv, S, d]
+        keys = cached_keys(record["cache"], self.action_layer)          # [1, kv, S, d]
         probs = decode_attention(self.model, self.action_layer, inputs[rows], rows,
                                  int(seq.positions.max()) + 1, keys, len(inputs))
         return _per_view(probs, seq, record["grids"], keys.shape[2] - len(inputs))

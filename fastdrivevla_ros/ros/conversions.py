@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS messages <-> core types, at the boundary only.
+"""
+ROS messages <-> core types, at the boundary only.
 
 The field dicts come from fastdrivevla_ros.pipeline.messages (tested ROS-free against the
 message definitions); here they become rclpy messages, explicitly per type so a reader sees
@@ -25,11 +26,27 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from fastdrivevla_ros.msg import PlannedTrajectory
 from fastdrivevla_ros.pipeline.ego import PoseSample, StatusSample, yaw_from_quaternion
-from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Vector3
+from geometry_msgs.msg import (
+    Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3)
 from nav_msgs.msg import Path
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
+
+try:        # optional: the numpy path in pipeline.images is the fallback
+    from cv_bridge import CvBridge
+except Exception as e:  # noqa: B902 - ImportError, or its binary module failing under NumPy 2
+    CvBridge, CV_BRIDGE_PROBLEM = None, f'{type(e).__name__}: {e}'
+else:
+    CV_BRIDGE_PROBLEM = ''
+
+
+def raw_image_converter():
+    """Return cv_bridge's sensor_msgs/Image -> rgb8 array converter, or None without cv_bridge."""
+    if CvBridge is None:
+        return None
+    bridge = CvBridge()
+    return lambda msg: bridge.imgmsg_to_cv2(msg, desired_encoding='rgb8')
 
 
 def stamp_ns(stamp) -> int:
@@ -72,6 +89,15 @@ def path_msg(fields: dict) -> Path:
                        for p in fields['poses']])
 
 
+def transform_msg(fields: dict) -> TransformStamped:
+    """Return geometry_msgs/TransformStamped from pipeline.messages.static_transform_fields."""
+    t, q = fields['transform']['translation'], fields['transform']['rotation']
+    return TransformStamped(
+        header=header_msg(fields['header']), child_frame_id=fields['child_frame_id'],
+        transform=Transform(translation=Vector3(x=t['x'], y=t['y'], z=t['z']),
+                            rotation=Quaternion(x=q['x'], y=q['y'], z=q['z'], w=q['w'])))
+
+
 def marker_msg(fields: dict) -> Marker:
     marker = Marker(header=header_msg(fields['header']), ns=fields['ns'], id=fields['id'],
                     action=fields['action'])
@@ -107,22 +133,6 @@ def diagnostic_array_msg(fields: dict) -> DiagnosticArray:
                                  values=[KeyValue(key=kv['key'], value=kv['value'])
                                          for kv in s['values']])
                 for s in fields['status']])
-
-
-def trajectory_fields_of(msg) -> dict:
-    """Return a PlannedTrajectory's values shaped like pipeline.messages.trajectory_fields."""
-    scalars = ('waypoint_dt', 'status', 'reason', 'text', 'pruner', 'pruning_ratio',
-               'tokens_kept', 'tokens_total', 'num_generated', 'preprocess_ms', 'vision_ms',
-               'scoring_ms', 'prefill_ms', 'decode_ms', 'engine_ms', 'latency_ms')
-    fields = {name: getattr(msg, name) for name in scalars}
-    fields.update(
-        header={'stamp': {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec},
-                'frame_id': msg.header.frame_id},
-        waypoints=[{'x': p.x, 'y': p.y, 'z': p.z} for p in msg.waypoints],
-        cameras=list(msg.cameras), camera_tokens_kept=list(msg.camera_tokens_kept),
-        camera_tokens_total=list(msg.camera_tokens_total),
-        camera_stamps=[{'sec': t.sec, 'nanosec': t.nanosec} for t in msg.camera_stamps])
-    return fields
 
 
 def pose_sample(odom) -> PoseSample:

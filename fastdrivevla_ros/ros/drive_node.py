@@ -12,15 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The drive node: six synchronised cameras in, a planned trajectory and token heatmaps out.
+"""
+The drive node: six synchronised cameras in, a planned trajectory and token heatmaps out.
 
 Thin on purpose: parameters come from pipeline.params, the worker from pipeline.worker, planning
 and fault handling from pipeline.planner, message fields from pipeline.messages. This module
 only wires them to rclpy, message_filters and the message classes.
 
 Threads: the executor runs the subscriptions (the synchroniser callback only submits the newest
-complete set), the diagnostics timer and parameter services; one worker thread plans; one
-loader thread reads the checkpoint at start.
+complete set), the diagnostics timer (on a steady clock: under use_sim_time /clock may stop or
+not have started) and parameter services; one worker thread plans and publishes through an
+OutputGate that `close()` shuts; one loader thread reads the checkpoint at start.
 """
 
 import array
@@ -34,11 +36,13 @@ from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
 from fastdrivevla_ros.pipeline.ego import EgoHistoryBuffer
+from fastdrivevla_ros.pipeline.images import image_decoder, RAW_ENCODINGS
+from fastdrivevla_ros.pipeline.log import leveled_log
 from fastdrivevla_ros.pipeline.params import (
-    check_update, descriptor_fields, NODE_NAME, NodeConfig, PARAMETERS, SPECS,
+    descriptor_fields, NODE_NAME, NodeConfig, PARAMETERS, RuntimeUpdates, SPECS,
     validate_config)
 from fastdrivevla_ros.pipeline.planner import PlannerService, PlanOutput
-from fastdrivevla_ros.pipeline.worker import FrameSet, LatestSetWorker
+from fastdrivevla_ros.pipeline.worker import FrameSet, LatestSetWorker, OutputGate
 from fastdrivevla_ros.ros import conversions
 import message_filters
 from nav_msgs.msg import Odometry, Path
@@ -46,6 +50,7 @@ from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
@@ -54,6 +59,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image
+from tf2_ros import StaticTransformBroadcaster
 from visualization_msgs.msg import MarkerArray
 
 # outputs: RELIABLE so RViz and test subscribers (reliable by default) connect
@@ -92,21 +98,35 @@ class DriveNode(Node):
         self.diagnostics = DriveDiagnostics(cfg.cameras, cfg.camera_timeout_s)
         self.ego = EgoHistoryBuffer()
         self._last_odom_stamp = float('-inf')
+        self.outputs = OutputGate()
         self._make_publishers()
+        raw_converter = conversions.raw_image_converter()
+        if cfg.image_transport == 'raw' and raw_converter is None:
+            self.get_logger().warning(f'cv_bridge unavailable ({conversions.CV_BRIDGE_PROBLEM}):'
+                                      f' raw images limited to {", ".join(RAW_ENCODINGS)}')
         self.service = PlannerService(cfg, self.diagnostics, clock=self._now_s,
-                                      history=self.ego.history_at, log=self._log)
+                                      history=self.ego.history_at,
+                                      decode=image_decoder(raw_converter),
+                                      log=leveled_log(self.get_logger()))
         self.worker = LatestSetWorker(self._plan_and_publish, cfg.max_staleness_s,
                                       clock=self._now_s, on_error=self._on_worker_error,
                                       on_stale=self._on_stale)
         self._make_subscriptions()
+        # Jazzy applies changes in a post-set callback; Humble has none: apply after validation
+        post_set = hasattr(self, 'add_post_set_parameters_callback')
+        self.updates = RuntimeUpdates(cfg, self._apply_config, post_set)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        if post_set:
+            self.add_post_set_parameters_callback(self._on_parameters_set)
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+                          callback_group=MutuallyExclusiveCallbackGroup(),
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._loader = threading.Thread(target=self.service.load, name='fastdrivevla-loader',
                                         daemon=True)
         self._loader.start()
         self.get_logger().info(
-            f'planning from {len(cfg.cameras)} camera(s) on {cfg.topic(cfg.cameras[0])} ...; '
+            f'planning from {len(cfg.cameras)} camera(s) on '
+            f'{self.resolve_topic_name(cfg.topic(cfg.cameras[0]))} ...; '
             f'pruner {cfg.pruner} @ {cfg.pruning_ratio:.2f}; loading {cfg.model}')
 
     # ------------------------------------------------------------------ setup
@@ -149,6 +169,11 @@ class DriveNode(Node):
         self.mosaic_pub = self.create_publisher(Image, 'planner/heatmap/mosaic', IMAGE_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
                                                      OUTPUT_QOS)
+        if self.config.plan_frame:      # makes ego_frame exist in TF (RViz's fixed frame)
+            self.static_tf = StaticTransformBroadcaster(self)
+            self.static_tf.sendTransform(conversions.transform_msg(
+                messages.static_transform_fields(self.config.ego_frame, self.config.plan_frame,
+                                                 self.get_clock().now().nanoseconds)))
 
     def _make_subscriptions(self) -> None:
         cfg = self.config
@@ -176,10 +201,6 @@ class DriveNode(Node):
     # ------------------------------------------------------------------ callbacks
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _log(self, level: str, message: str) -> None:
-        logger = self.get_logger()
-        {'info': logger.info, 'warn': logger.warning, 'error': logger.error}[level](message)
 
     def _on_camera_message(self, msg, camera: str) -> None:
         self.diagnostics.camera_message(camera, self._now_s())
@@ -214,19 +235,24 @@ class DriveNode(Node):
         except ValueError as e:
             self.diagnostics.fault('input_errors', f'ego status: {e}', self._now_s())
 
+    @staticmethod
+    def _changes(parameters) -> dict:
+        return {p.name: list(p.value) if isinstance(p.value, array.array) else p.value
+                for p in parameters}
+
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """Validate `ros2 param set` (pruning_ratio & co.); rejected changes say why."""
-        try:
-            new = check_update(self.config, {
-                p.name: list(p.value) if isinstance(p.value, array.array) else p.value
-                for p in parameters})
-        except ConfigError as e:
-            return SetParametersResult(successful=False, reason=str(e))
+        reason = self.updates.on_set(self._changes(parameters))
+        return SetParametersResult(successful=reason is None, reason=reason or '')
+
+    def _on_parameters_set(self, parameters) -> None:
+        self.updates.post_set(self._changes(parameters))
+
+    def _apply_config(self, new: NodeConfig) -> None:
         self.config = new
         self.service.update_config(new)
         self.worker.max_staleness_s = new.max_staleness_s
         self.diagnostics.camera_timeout_s = new.camera_timeout_s
-        return SetParametersResult(successful=True)
 
     def _on_stale(self, frame: FrameSet, age_s: float) -> None:
         self.get_logger().warning(f'camera set {age_s:.2f} s old dropped (max_staleness_s '
@@ -244,14 +270,14 @@ class DriveNode(Node):
             self.get_logger().warning(f'cameras missing or late: {sorted(missing)}',
                                       throttle_duration_sec=10.0)
         stamp = self.get_clock().now().nanoseconds
-        self.diagnostics_pub.publish(conversions.diagnostic_array_msg(
-            messages.diagnostic_array_fields(reports, stamp)))
+        msg = conversions.diagnostic_array_msg(messages.diagnostic_array_fields(reports, stamp))
+        self.outputs.run(lambda: self.diagnostics_pub.publish(msg))
 
     # ------------------------------------------------------------------ worker thread
     def _plan_and_publish(self, frame: FrameSet) -> None:
         out = self.service.plan(frame)
         if out is not None:
-            self._publish(out)
+            self.outputs.run(lambda: self._publish(out))
 
     def _publish(self, out: PlanOutput) -> None:
         frame_id, stamp, result = self.config.ego_frame, out.stamp_ns, out.result
@@ -269,8 +295,9 @@ class DriveNode(Node):
                 messages.image_fields(out.mosaic, stamp, frame_id)))
 
     def close(self) -> None:
-        """Stop the worker (after the plan in progress)."""
+        """Stop the worker; a plan still running after its wait is never published."""
         self.worker.close()
+        self.outputs.close()
 
 
 def main(args=None) -> int:

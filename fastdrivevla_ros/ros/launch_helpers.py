@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch pieces shared by launch/drive.launch.py and launch/replay.launch.py.
+"""
+Launch pieces shared by launch/drive.launch.py and launch/replay.launch.py.
 
 The drive node reads params_file (default: the package's config/drive.yaml); a launch argument
 overrides one of its parameters only when it is given (its default '' keeps the file's
@@ -24,6 +25,7 @@ from fastdrivevla_ros.pipeline.params import launch_value
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = 'fastdrivevla_ros'
@@ -33,6 +35,8 @@ NODE_ARGUMENTS = (
     ('model', 'Qwen2.5-VL checkpoint directory or hub id'),
     ('pruner', 'visual-token pruner (fastdrivevla plan --list-pruners)'),
     ('pruner_weights', 'trained pruner weights directory'),
+    ('untrained', 'true: a learned pruner (recon) without weights, random scores (tests)'),
+    ('pruner_options', 'pruner options as a JSON object, e.g. {"layer": 3} for fastv'),
     ('pruning_ratio', 'fraction of visual tokens pruned, [0.0, 0.99]'),
     ('camera_namespace', 'camera topics: NAMESPACE/CAMERA/image_rect/compressed'),
     ('device', 'auto | cpu | cuda | cuda:N'),
@@ -65,12 +69,23 @@ def node_overrides(context) -> dict:
     return overrides
 
 
+def as_parameters(values: dict) -> dict:
+    """
+    Return `values` for Node(parameters=[...]) with strings kept strings.
+
+    launch_ros reads a plain string value as YAML, so pruner_options:='{"layer": 3}' would
+    become a dict (refused) and model:=123 an int; ParameterValue(value_type=str) keeps them.
+    """
+    return {name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
+            for name, value in values.items()}
+
+
 def drive_node(context) -> Node:
     """Return the drive node: params_file, then the given launch arguments on top."""
     params_file = LaunchConfiguration('params_file').perform(context)
     return Node(package=PACKAGE, executable='drive_node', name='fastdrivevla_drive',
                 output='screen', emulate_tty=True, additional_env={'PYTHONUNBUFFERED': '1'},
-                parameters=[params_file, node_overrides(context)])
+                parameters=[params_file, as_parameters(node_overrides(context))])
 
 
 def rviz_nodes(context) -> list:

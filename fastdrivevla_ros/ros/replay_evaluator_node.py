@@ -12,25 +12,25 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay evaluator node: scores the drive node's plans against the bag's ground truth.
+"""
+Replay evaluator node: scores the drive node's plans against the bag's ground truth.
 
 Run by launch/replay.launch.py next to `ros2 bag play --clock` and the drive node. It hears
 every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTrajectory from the
-planner, pairs them by stamp (pipeline.evaluation.StreamEvaluator) and, when it shuts down
-(the launch ends it after the bag finished) or after `idle_timeout_s` without ground truth,
-writes the same run files as the offline `fastdrivevla replay`.
+planner and pairs them by stamp (pipeline.evaluation.StreamEvaluator), appending each settled
+keyframe to predictions.jsonl at once. After `idle_timeout_s` of WALL time without a message
+(the bag ended) it writes metrics.json and report.md and exits by itself, which ends the launch;
+on SIGINT it writes them too, but what it had settled is already on disk.
 """
 
 import sys
 
-from fastdrivevla_ros.data.bag_reader import target_from_msg
 from fastdrivevla_ros.errors import FastDriveError
 from fastdrivevla_ros.msg import PlannedTrajectory, PlanningGroundTruth
-from fastdrivevla_ros.pipeline.evaluation import (
-    Keyframe, result_from_trajectory, StreamEvaluator)
-from fastdrivevla_ros.ros.conversions import stamp_ns, trajectory_fields_of
+from fastdrivevla_ros.pipeline.evaluation import IdleWatch, StreamEvaluator
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -57,9 +57,9 @@ class ReplayEvaluator(Node):
             description='max |plan stamp - keyframe stamp| in seconds', read_only=True,
             floating_point_range=[FloatingPointRange(from_value=0.001, to_value=0.25,
                                                      step=0.0)])).value
-        self.idle_timeout_s = self.declare_parameter('idle_timeout_s', 0.0, ParameterDescriptor(
-            description='finish after this long without ground truth once some arrived '
-                        '(0 = only at shutdown)', read_only=True)).value
+        idle_timeout_s = self.declare_parameter('idle_timeout_s', 0.0, ParameterDescriptor(
+            description='finish after this many wall-clock seconds without a message once '
+                        'some arrived (0 = only at shutdown)', read_only=True)).value
         convention = self.declare_parameter('convention', 'omnidrive', ParameterDescriptor(
             description='metric convention: omnidrive | stp3 | uniad', read_only=True)).value
         bag = self.declare_parameter('bag', '', ParameterDescriptor(
@@ -67,37 +67,32 @@ class ReplayEvaluator(Node):
         model = self.declare_parameter('model', '', ParameterDescriptor(
             description='model, recorded in the run files', read_only=True)).value
         self.evaluator = StreamEvaluator(out, tolerance, convention, bag, model)
+        self.idle = IdleWatch(idle_timeout_s)
         self.done = False
-        self._last_gt = None
         self.create_subscription(PlanningGroundTruth, 'planning/ground_truth',
                                  self._on_ground_truth, INPUT_QOS)
         self.create_subscription(PlannedTrajectory, 'planner/trajectory', self._on_plan,
                                  INPUT_QOS)
-        if self.idle_timeout_s > 0:
-            self.create_timer(1.0, self._check_idle)
+        if idle_timeout_s > 0:   # steady clock: /clock stops when the bag ends
+            self.create_timer(1.0, self._check_idle,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f'evaluating into {out} (tolerance {tolerance} s)')
 
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
-
     def _on_ground_truth(self, msg) -> None:
-        try:
-            self.evaluator.add_keyframe(Keyframe(
-                stamp_ns(msg.header.stamp), target_from_msg(msg), msg.scene_token,
-                msg.scene_name, int(msg.index_in_scene)))
-            self._last_gt = self._now_s()
-        except FastDriveError as e:
-            self.get_logger().error(f'ground truth {msg.sample_token} skipped: {e}')
+        self.idle.touch()
+        self._report(self.evaluator.ground_truth_message(msg))
 
     def _on_plan(self, msg) -> None:
-        try:
-            self.evaluator.add_plan(stamp_ns(msg.header.stamp),
-                                    result_from_trajectory(trajectory_fields_of(msg)))
-        except FastDriveError as e:
-            self.get_logger().error(f'plan skipped: {e}')
+        self.idle.touch()
+        self._report(self.evaluator.plan_message(msg))
+
+    def _report(self, problem) -> None:
+        if problem is not None:
+            self.get_logger().error(problem, throttle_duration_sec=5.0)
 
     def _check_idle(self) -> None:
-        if self._last_gt is not None and self._now_s() - self._last_gt > self.idle_timeout_s:
+        if self.idle.expired():
+            self.get_logger().info(f'no message for {self.idle.timeout_s:g} s: finishing')
             self.finish()
 
     def finish(self) -> None:
@@ -108,7 +103,8 @@ class ReplayEvaluator(Node):
         metrics = self.evaluator.finish()
         self.get_logger().info(
             f"wrote {self.evaluator.out_dir}: {metrics['samples']} scored keyframes, "
-            f"{metrics['missing_predictions']} without a plan, L2 avg "
+            f"{metrics['missing_predictions']} without a plan, "
+            f"{sum(metrics['malformed_messages'].values())} malformed messages skipped, L2 avg "
             f"{metrics['l2_cm'].get('avg')} cm")
 
 

@@ -45,9 +45,8 @@ from torch import nn
 
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.recon import ReconPruner, grid_position_ids
+from fastdrivevla_ros.training import MODES
 from fastdrivevla_ros.training.decoder import PATCH, ReconDecoder, unpatchify
-
-MODES = ("afbr", "foreground_only", "mask_prediction")
 
 
 def ste_mask(s: torch.Tensor) -> torch.Tensor:

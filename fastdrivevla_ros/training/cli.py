@@ -11,31 +11,34 @@ import json
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from fastdrivevla_ros.training.afbr import MODES
+    from fastdrivevla_ros.data.splits import SPLITS
+    from fastdrivevla_ros.training import MODES
 
     p.add_argument("--model", required=True, help="the VLA (Qwen2.5-VL checkpoint dir or hub id) "
                    "whose vision encoder feeds the pruner and whose LLM layers initialise it")
     p.add_argument("--data", required=True, help="folder of images (or a nuScenes dataroot: "
                    "its samples/ are used)")
     p.add_argument("--masks", action="append", default=None, metavar="DIR",
-                   help="mask folder(s), MASKS/<image relative path>.png, nonzero = foreground; "
-                   "repeat to OR several (default: DATA/masks)")
+                   help="mask folder(s): MASKS/<image path relative to DATA, .jpg replaced "
+                   "by .png>, nonzero = foreground; repeat to OR several (default: DATA/masks)")
     p.add_argument("--out", required=True, help="output ReconPruner directory (resumes if it "
                    "holds checkpoints)")
     p.add_argument("--max-pixels", type=int, default=512 * 512,
                    help="training resolution cap (the VLA's max_pixels)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
                    help="fixed resize instead of --max-pixels (e.g. 1596 1596)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training images")
     p.add_argument("--max-steps", type=int, default=None,
                    help="total optimizer steps (overrides --epochs for the schedule)")
     p.add_argument("--until-step", type=int, default=None,
                    help="stop at this step and keep the state (resume later with the same flags)")
     p.add_argument("--batch-size", type=int, default=4, help="images per process and step")
-    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="batches accumulated per optimizer step")
     p.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (cosine schedule)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="linear learning-rate warm-up steps")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
     p.add_argument("--mode", choices=MODES, default="afbr",
                    help="afbr (the method); ablations of the paper's Table 2: foreground_only "
@@ -54,20 +57,36 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-lr-scale", type=float, default=0.1,
                    help="decoder learning rate / scorer learning rate after the warm-up (a slower "
                    "decoder cannot take over the scorer's job)")
-    p.add_argument("--decoder-layers", type=int, default=6)
+    p.add_argument("--decoder-layers", type=int, default=6,
+                   help="transformer layers of the reconstruction decoder")
     p.add_argument("--decoder-init", choices=("vla", "random"), default="vla",
                    help="initialise the decoder layers from the VLA's first LLM layers")
     p.add_argument("--init-layer", type=int, default=0,
                    help="LLM layer that initialises the PrunerLayer")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint interval (steps)")
-    p.add_argument("--keep-checkpoints", type=int, default=2)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="newest checkpoints kept on disk")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="steps between train_log.jsonl lines")
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="official nuScenes split to train on (nuscenes-devkit "
+                   "create_splits_scenes; --data must be the dataroot); default: every scene "
+                   "in --data except the val split")
+    p.add_argument("--scenes", nargs="+", default=(), metavar="NAME",
+                   help="nuScenes scene names to train on (with --split: each must be in it)")
+    p.add_argument("--allow-val", action="store_true",
+                   help="allow images of val scenes, which replay evaluates (refused otherwise: "
+                   "training on them leaks into the evaluation)")
+    p.add_argument("--nuscenes-version", default=None, metavar="VERSION",
+                   help="table folder in --data, e.g. v1.0-trainval (default: the only one)")
     p.add_argument("--val-fraction", type=float, default=0.0,
-                   help="held-out share of images for the final foreground-coverage check")
-    p.add_argument("--seed", type=int, default=0)
+                   help="held-out share of the training scenes (whole scenes; whole images for "
+                   "non-nuScenes data) for the final foreground-coverage check in eval.json")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, init)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore existing checkpoints in --out")
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                   help="accelerate mixed precision")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="dtype the VLA (vision encoder) is loaded in")
     p.add_argument("--feature-cache", default=None, metavar="DIR",

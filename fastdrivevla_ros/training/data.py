@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from fastdrivevla_ros.data.foreground import mask_path
-from fastdrivevla_ros.errors import DataError
+from fastdrivevla_ros.errors import ConfigError, DataError
 from fastdrivevla_ros.vla.inputs import (MAX_PROCESSOR_PIXELS, MIN_PIXELS, TOKEN_PX,
                                          model_image)
 
@@ -67,14 +67,65 @@ def find_pairs(data_dir: str | Path, mask_dirs: list[str | Path]) -> tuple[list[
     return pairs, unmasked
 
 
-def split_pairs(pairs: list[ImageMaskPair], val_fraction: float):
-    """Deterministic train/validation split by a hash of the key (stable as data is added)."""
+def select_scenes_of_pairs(pairs: list[ImageMaskPair], data_dir: str | Path,
+                           split: str | None = None, scenes=None, allow_val: bool = False,
+                           version: str | None = None):
+    """Keep the pairs of the chosen nuScenes scenes; keep evaluation (val) scenes out.
+
+    With nuScenes tables in `data_dir` (the dataroot): `split` / `scenes` choose scenes
+    (data/splits.py); without a choice every scene except the val split is kept; val scenes
+    that are chosen explicitly need `allow_val`. Without tables (a plain image folder) no
+    choice is possible, and nuScenes camera files are refused unless `allow_val`, since
+    nothing shows which scenes they come from. Returns (pairs, {key: scene} or None without
+    tables, number of val images left out).
+    """
+    from fastdrivevla_ros.data.splits import (NUSCENES_CAMERA_FILE, eval_scenes, image_scenes,
+                                              select_scenes, table_version)
+
+    wanted = select_scenes(split, scenes)
+    version = table_version(data_dir, version)
+    if version is None:
+        if wanted is not None:
+            raise ConfigError("--split/--scenes need --data to be a nuScenes dataroot with its "
+                              "table folder (e.g. v1.0-trainval)")
+        if not allow_val and any(NUSCENES_CAMERA_FILE.search(p.key) for p in pairs):
+            raise DataError(f"{data_dir} holds nuScenes camera images but no nuScenes tables, "
+                            "so the val scenes that replay evaluates cannot be left out; pass "
+                            "the dataroot as --data, or --allow-val to train on them anyway")
+        return pairs, None, 0
+    index = image_scenes(data_dir, version)
+    unknown = [p.key for p in pairs if p.key not in index]
+    if unknown:
+        raise DataError(f"{len(unknown)} image(s) are not in {version}'s tables, e.g. "
+                        f"{unknown[:3]}; is --nuscenes-version right?")
+    held = eval_scenes()
+    if wanted is None:
+        left_out = 0 if allow_val else sum(index[p.key] in held for p in pairs)
+        pairs = [p for p in pairs if allow_val or index[p.key] not in held]
+    else:
+        chosen = set(wanted)
+        pairs, left_out = [p for p in pairs if index[p.key] in chosen], 0
+        val = sorted({index[p.key] for p in pairs} & held)
+        if val and not allow_val:
+            raise ConfigError(f"{len(val)} chosen scene(s) are in the val split that replay "
+                              f"evaluates (e.g. {val[:3]}); pass --allow-val to train on them")
+    return pairs, {p.key: index[p.key] for p in pairs}, left_out
+
+
+def split_pairs(pairs: list[ImageMaskPair], val_fraction: float,
+                groups: dict[str, str] | None = None):
+    """Train / held-out split by whole groups (scenes: `groups` maps key -> scene; without it
+    every image is its own group): round(val_fraction * groups) groups, at least one when
+    val_fraction > 0, chosen by a hash of the group name (deterministic, no neighbouring
+    frames of one scene on both sides). Returns (train pairs, held-out pairs)."""
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    def is_val(p):
-        h = int(hashlib.sha1(p.key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        return h < val_fraction
-    return [p for p in pairs if not is_val(p)], [p for p in pairs if is_val(p)]
+    group = (lambda p: groups[p.key]) if groups is not None else (lambda p: p.key)
+    names = sorted({group(p) for p in pairs},
+                   key=lambda g: hashlib.sha1(g.encode()).hexdigest())
+    count = max(1, round(val_fraction * len(names))) if val_fraction > 0 else 0
+    held = set(names[:count])
+    return [p for p in pairs if group(p) not in held], [p for p in pairs if group(p) in held]
 
 
 def load_mask(paths: tuple[Path, ...], size: tuple[int, int],

@@ -8,7 +8,8 @@ Output directory (`--out`):
     checkpoints/step-00000500/       full training state (safetensors + JSON, no pickle)
     train_log.jsonl                  one line per log interval: loss terms, fg_fraction, lr
     previews/step-N.png              image | GT mask | kept top 50% | D(V_fore) | D(V_back)
-    eval.json                        held-out foreground coverage (if --val-fraction > 0)
+    eval.json                        held-out foreground coverage (if --val-fraction > 0), per
+                                     held-out scene too for nuScenes data
 A rerun with the same --out resumes from the newest complete checkpoint at the same step, data
 order included (seeded sampler + skipped batches).
 """
@@ -59,7 +60,11 @@ class TrainConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
-    val_fraction: float = 0.0
+    val_fraction: float = 0.0             # held-out share of the scenes (images without tables)
+    split: str | None = None              # official nuScenes split (data/splits.py)
+    scenes: tuple[str, ...] = ()          # nuScenes scene names
+    allow_val: bool = False               # let val scenes (what replay evaluates) into training
+    nuscenes_version: str | None = None   # table folder in --data (default: the only one)
     seed: int = 0
     resume: bool = True
     mixed_precision: str = "no"
@@ -73,6 +78,7 @@ class TrainConfig:
         from fastdrivevla_ros.training.afbr import MODES
 
         self.masks = tuple(self.masks) or (str(Path(self.data) / "masks"),)
+        self.scenes = tuple(self.scenes or ())
         checks = {
             "epochs >= 1": self.epochs >= 1, "batch_size >= 1": self.batch_size >= 1,
             "grad_accum >= 1": self.grad_accum >= 1, "lr > 0": self.lr > 0,
@@ -177,7 +183,8 @@ class Trainer:
         from fastdrivevla_ros.pruning.recon import ReconPruner, vision_fingerprint
         from fastdrivevla_ros.training.afbr import AFBRModel
         from fastdrivevla_ros.training.data import (FrozenVision, ImageMaskDataset, collate,
-                                                    find_pairs, split_pairs)
+                                                    find_pairs, select_scenes_of_pairs,
+                                                    split_pairs)
         from fastdrivevla_ros.training.decoder import ReconDecoder
         from fastdrivevla_ros.vla.loading import load_vla
 
@@ -189,9 +196,18 @@ class Trainer:
         if not pairs:
             raise DataError(f"no image+mask pairs under {cfg.data} with masks in "
                             f"{list(cfg.masks)} (layout: MASKS/<image relative path>.png)")
-        self.train_pairs, self.val_pairs = split_pairs(pairs, cfg.val_fraction)
+        pairs, self.scene_of, left_out = select_scenes_of_pairs(
+            pairs, cfg.data, cfg.split, cfg.scenes, cfg.allow_val, cfg.nuscenes_version)
+        if left_out:
+            self.log_text(f"{left_out} image(s) of val scenes (what replay evaluates) are left "
+                          "out; --allow-val would use them")
+        if not pairs:
+            raise DataError(f"no image+mask pairs left under {cfg.data} for the chosen scenes "
+                            f"(split {cfg.split}, scenes {list(cfg.scenes) or 'all'})")
+        self.train_pairs, self.val_pairs = split_pairs(pairs, cfg.val_fraction, self.scene_of)
         if not self.train_pairs:
-            raise DataError("every pair landed in the validation split; lower --val-fraction")
+            raise DataError("every pair landed in the held-out split (it holds whole scenes); "
+                            "lower --val-fraction or add scenes")
 
         model, _, processor = load_vla(cfg.model, cfg.dtype, "cpu")
         self.processor = processor
@@ -417,8 +433,9 @@ class Trainer:
         data = ImageMaskDataset(self.val_pairs, self.processor, self.cfg.max_pixels,
                                 self.cfg.image_size)
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        ours, rand = [], []
+        ours, rand, keys = [], [], []
         for item in data:
+            keys.append(item["key"])
             batch = collate([item])
             grid = token_grid(item["grid_thw"])
             s = net.pruner(self.vision(batch, self.acc.device),
@@ -428,12 +445,22 @@ class Trainer:
             rand.append(foreground_coverage(torch.rand(len(s), generator=gen), fg, ratio))
         net.train()
         keep = [i for i, c in enumerate(ours) if not math.isnan(c)]
-        result = {"ratio": ratio, "images": len(keep),
-                  "coverage": sum(ours[i] for i in keep) / max(len(keep), 1),
-                  "random_coverage": sum(rand[i] for i in keep) / max(len(keep), 1)}
+        result = {"ratio": ratio, **_coverage(keep, ours, rand)}
+        if self.scene_of is not None:          # nuScenes: the held-out set is whole scenes
+            scenes = sorted({self.scene_of[keys[i]] for i in keep})
+            result["scenes"] = {name: _coverage([i for i in keep
+                                                 if self.scene_of[keys[i]] == name], ours, rand)
+                                for name in scenes}
         if self.acc.is_main_process:
             (self.out / "eval.json").write_text(json.dumps(result, indent=2))
         return result
+
+
+def _coverage(indices: list[int], ours: list[float], rand: list[float]) -> dict:
+    """Mean coverage of the scorer and of the random scorer over `indices`."""
+    n = max(len(indices), 1)
+    return {"images": len(indices), "coverage": sum(ours[i] for i in indices) / n,
+            "random_coverage": sum(rand[i] for i in indices) / n}
 
 
 def train(cfg: TrainConfig) -> dict:

@@ -96,5 +96,29 @@ def mosaic(views: list[ViewResult], tile_size: tuple[int, int] = (336, 196)) -> 
     return np.concatenate(rows, axis=0)
 
 
+LEGEND_PX = 22
+PRUNED_SWATCH = (32, 32, 32)
+
+
+def with_legend(image: np.ndarray, scored: bool) -> np.ndarray:
+    """`image` with a legend strip below it: what dark tiles and (when the pruner scores
+    tokens) the colours mean. For files a person opens; ROS images stay legend-free."""
+    h, w = image.shape[:2]
+    strip = Image.new("RGB", (w, LEGEND_PX), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    draw.rectangle([4, 5, 16, 17], fill=PRUNED_SWATCH)
+    draw.text((20, 5), "pruned", fill=(0, 0, 0))
+    x = 70
+    if scored:
+        draw.text((x, 5), "kept, saliency low", fill=(0, 0, 0))
+        x0 = x + 112
+        bar = (_jet(np.linspace(0, 1, 80))[None].repeat(12, 0) * 255).astype(np.uint8)
+        strip.paste(Image.fromarray(bar), (x0, 5))
+        draw.text((x0 + 84, 5), "high", fill=(0, 0, 0))
+    else:
+        draw.text((x, 5), "kept (this pruner has no scores)", fill=(0, 0, 0))
+    return np.concatenate([np.asarray(image, np.uint8), np.asarray(strip)], axis=0)
+
+
 def save_png(array: np.ndarray, path) -> None:
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)

@@ -137,13 +137,17 @@ class DrivingVLA:
     def from_pretrained(cls, path_or_repo_id, *, dtype: str = "float32", device: str = "cpu",
                         attn_implementation: str = "sdpa", pruner: str | Pruner = "none",
                         pruner_options: dict | None = None, **settings) -> "DrivingVLA":
+        from fastdrivevla_ros.pruning.registry import check_pruner
         from fastdrivevla_ros.vla.loading import load_vla
 
+        planner_settings = PlannerSettings(**settings)     # bad settings fail before loading
+        if isinstance(pruner, str):
+            check_pruner(pruner, pruner_options)
         model, tokenizer, image_processor = load_vla(path_or_repo_id, dtype, device,
                                                      attn_implementation)
         if isinstance(pruner, str):
             pruner = build_pruner(pruner, **(pruner_options or {}))
-        return cls(model, tokenizer, image_processor, PlannerSettings(**settings), pruner)
+        return cls(model, tokenizer, image_processor, planner_settings, pruner)
 
     @property
     def device(self) -> torch.device:
@@ -179,8 +183,9 @@ class DrivingVLA:
         return PlanResult(waypoints=waypoints, status=status, reason=reason, text=text,
                           views=views, pruner=self.pruner.name,
                           pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
-                          timings_ms=clock.ms,
-                          num_generated=len(tokens), decode_passes=record["passes"])
+                          timings_ms=clock.ms, num_generated=len(tokens),
+                          decode_passes=record["passes"],
+                          view_ratios=self.settings.view_ratios)
 
     # ------------------------------------------------------------------ stages
     def encode_images(self, inputs: ModelInputs, extras: dict) -> list[torch.Tensor]:

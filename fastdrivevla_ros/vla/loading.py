@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fastdrivevla_ros.compat import check_transformers
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,6 +54,7 @@ def load_vla(path_or_repo_id: str | Path, dtype: str = "float32", device: str = 
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil)
 
+    check_transformers()
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ConfigError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}")
     torch_dtype = parse_dtype(dtype)

@@ -47,6 +47,7 @@ class PlanResult:
     reason: str = ""
     num_generated: int = 0             # reply tokens emitted (forced header included)
     decode_passes: int = 0             # forward passes after the prefill (header pass included)
+    view_ratios: tuple[float, ...] | None = None   # per-view budgets, when they replaced the ratio
 
     @property
     def ok(self) -> bool:
@@ -60,13 +61,20 @@ class PlanResult:
     def tokens_kept(self) -> int:
         return sum(v.num_kept for v in self.views)
 
+    @property
+    def kept_fraction(self) -> float | None:
+        """Share of the visual tokens the LLM saw: what a pruned run is labelled by."""
+        return self.tokens_kept / self.tokens_total if self.tokens_total else None
+
     def to_json(self) -> dict:
         """A JSON-safe summary (no images): what predictions files and messages carry."""
         return {
             "waypoints": np.asarray(self.waypoints, dtype=float).round(4).tolist(),
             "status": self.status, "reason": self.reason, "text": self.text,
             "pruner": self.pruner, "pruning_ratio": self.pruning_ratio,
+            "view_ratios": list(self.view_ratios) if self.view_ratios else None,
             "tokens_kept": self.tokens_kept, "tokens_total": self.tokens_total,
+            "kept_fraction": None if self.kept_fraction is None else round(self.kept_fraction, 4),
             "num_generated": self.num_generated, "decode_passes": self.decode_passes,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "views": [{"camera": v.camera, "grid": list(v.grid), "kept": v.kept.tolist()}

@@ -1,0 +1,47 @@
+"""The transformers window this package is tested against, and the one place that reads
+transformers' KV-cache internals.
+
+Why the bounds (found by installing each 5.x wheel into a throwaway venv and running the engine,
+pruner, ReconPruner and loading tests against it; see docs/ros.md "transformers window"):
+  * 5.24.0 is the first release whose decoder layers and `create_causal_mask` take `cache=`;
+    in 5.23 and older a decoder layer silently swallows `cache=` into **kwargs (nothing is
+    cached). With the old `past_key_values=` name the oldest passing release was 5.20.0.
+  * 5.40.0 is the release transformers announces for removing the deprecated names
+    (`deprecate_kwarg(..., "5.40.0")` throughout 5.24), the next known breaking one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastdrivevla_ros.errors import ConfigError, InputError
+
+#: the requirement `check_transformers` enforces; setup.py and package.xml state the same window
+#: (test/test_compat.py checks they agree)
+TRANSFORMERS_REQUIREMENT = "transformers>=5.24,<5.40"
+
+
+def check_transformers(version: str | None = None) -> None:
+    """Refuse a transformers release outside TRANSFORMERS_REQUIREMENT (default: the installed
+    one): outside it the engine's calls are known to break or silently change meaning."""
+    from packaging.requirements import Requirement
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    if not Requirement(TRANSFORMERS_REQUIREMENT).specifier.contains(version, prereleases=True):
+        raise ConfigError(f"transformers {version} is installed; fastdrivevla_ros needs "
+                          f"{TRANSFORMERS_REQUIREMENT} (pip install '{TRANSFORMERS_REQUIREMENT}')")
+
+
+def cached_keys(cache, layer: int) -> torch.Tensor:
+    """[B, kv_heads, S, head_dim] the rotated keys a transformers `DynamicCache` holds for
+    decoder layer `layer` (filled by the prefill and decode steps so far)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or not 0 <= layer < len(layers):
+        raise InputError(f"the KV cache has no layer {layer}")
+    keys = getattr(layers[layer], "keys", None)
+    if keys is None or keys.ndim != 4:
+        raise InputError(f"the KV cache holds no keys for layer {layer}")
+    return keys
