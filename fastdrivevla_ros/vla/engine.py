@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from fastdrivevla_ros.compat import cached_key_values, static_layer_fill
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner, ViewTokens, view_budgets
 from fastdrivevla_ros.pruning.registry import build_pruner
@@ -346,9 +347,9 @@ class DrivingVLA:
             return cache
         from transformers import StaticCache
 
-        kv = [_layer_kv(cache, i) for i in range(len(self.layers))]
+        kv = [cached_key_values(cache, i) for i in range(len(self.layers))]
         need = max(k.shape[-2] for k, _ in kv) + self.settings.max_new_tokens
-        if (self._static is None or self._static[0].layers[0].max_cache_len < need
+        if (self._static is None or static_layer_fill(self._static[0], 0)[1] < need
                 or (self._static[1] is not None) != (mode == "compiled")):
             static = StaticCache(config=self.text_config, max_cache_len=need)
             step = None
@@ -358,8 +359,8 @@ class DrivingVLA:
             self._static = (static, step)
         static = self._static[0]
         static.reset()
-        for layer, (k, v) in zip(static.layers, kv):
-            layer.update(k, v)
+        for i, (k, v) in enumerate(kv):
+            static.update(k, v, i)
         return static
 
     def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
@@ -368,9 +369,9 @@ class DrivingVLA:
         h = self.embed(token)
         pe = self.rotary(h, pos)
         n = token.shape[1]
-        for layer, layer_cache in zip(self.layers, cache.layers):
-            keys = torch.arange(layer_cache.max_cache_len, device=h.device)
-            before = layer_cache.cumulative_length if layer_cache.is_initialized else 0
+        for i, layer in enumerate(self.layers):
+            before, capacity = static_layer_fill(cache, i)
+            keys = torch.arange(capacity, device=h.device)
             allowed = keys[None, :] <= before + torch.arange(n, device=h.device)[:, None]
             mask = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(
                 ~allowed, torch.finfo(h.dtype).min)[None, None]
@@ -469,13 +470,6 @@ class _AttentionRows:
         causal = torch.arange(n, device=x.device)[None, :] > query_positions[:, None]
         scores = scores.masked_fill(causal, float("-inf"))
         return torch.softmax(scores, dim=-1)[0]
-
-
-def _layer_kv(cache, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values [1, kv_heads, len, head_dim] of layer i of a DynamicCache (the one place
-    that reads transformers' per-layer cache objects)."""
-    layer = cache.layers[i]
-    return layer.keys, layer.values
 
 
 def _check_selection(name: str, view: ViewTokens, kept: torch.Tensor, k: int) -> None:
