@@ -99,7 +99,7 @@ def load_model_image(image, camera: str, max_pixels: int,
         try:
             image = Image.open(io.BytesIO(bytes(image)))
         except (OSError, ValueError) as e:
-            raise InputError(f"{camera}: unreadable compressed image ({e})") from e
+            raise InputError(f"cannot decode {camera}: not a JPEG/PNG image ({e})") from e
     if isinstance(image, Image.Image):
         size = target_size(*image.size, max_pixels, image_size)
         if image.format == "JPEG" and size != image.size:
@@ -109,7 +109,7 @@ def load_model_image(image, camera: str, max_pixels: int,
         except (OSError, ValueError) as e:
             if isinstance(e, InputError):
                 raise
-            raise InputError(f"{camera}: corrupt or unreadable image ({e})") from e
+            raise InputError(f"cannot decode {camera}: corrupt image ({e})") from e
     else:
         arr = as_rgb_array(image, camera)
         size = target_size(arr.shape[1], arr.shape[0], max_pixels, image_size)
