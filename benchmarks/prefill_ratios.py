@@ -48,7 +48,8 @@ def table(docs: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from fastdrivevla_ros.bench.cli import parse_float_list, parse_size
+    from fastdrivevla_ros.cli.bench import parse_float_list
+    from fastdrivevla_ros.cli.settings import parse_size
     from fastdrivevla_ros.bench.report import header_line, write_bench
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -38,10 +38,26 @@ def check_transformers(version: str | None = None) -> None:
 def cached_keys(cache, layer: int) -> torch.Tensor:
     """[B, kv_heads, S, head_dim] the rotated keys a transformers `DynamicCache` holds for
     decoder layer `layer` (filled by the prefill and decode steps so far)."""
+    return cached_key_values(cache, layer)[0]
+
+
+def cached_key_values(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, values), each [B, kv_heads, S, head_dim], of decoder layer `layer` of a
+    transformers `DynamicCache` (the engine copies them into a pre-allocated StaticCache)."""
     layers = getattr(cache, "layers", None)
     if layers is None or not 0 <= layer < len(layers):
         raise InputError(f"the KV cache has no layer {layer}")
     keys = getattr(layers[layer], "keys", None)
-    if keys is None or keys.ndim != 4:
+    values = getattr(layers[layer], "values", None)
+    if keys is None or keys.ndim != 4 or values is None:
         raise InputError(f"the KV cache holds no keys for layer {layer}")
-    return keys
+    return keys, values
+
+
+def static_layer_fill(cache, layer: int):
+    """(tokens held [0-d tensor, or 0 before the first write], capacity) of decoder layer
+    `layer` of a transformers `StaticCache`; the tensor is read on device (no host sync, so a
+    compiled decode step can use it)."""
+    entry = cache.layers[layer]
+    held = entry.cumulative_length if entry.is_initialized else 0
+    return held, entry.max_cache_len

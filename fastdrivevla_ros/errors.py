@@ -17,5 +17,9 @@ class InputError(FastDriveError, ValueError):
     """A camera image, ego state or other per-frame input is unusable."""
 
 
+class MissingInputError(InputError):
+    """A pruner needs per-frame side data that was not given (mask_oracle's foreground masks)."""
+
+
 class DataError(FastDriveError):
     """A dataset, bag or file on disk is missing or malformed."""

@@ -32,12 +32,6 @@ LAYERS = {
 ROS_ONLY = {'rclpy', 'message_filters', 'cv_bridge', 'launch', 'launch_ros', 'tf2_ros',
             'rcl_interfaces', 'builtin_interfaces', 'std_msgs', 'sensor_msgs', 'nav_msgs',
             'geometry_msgs', 'visualization_msgs', 'diagnostic_msgs', 'fastdrivevla_ros.msg'}
-# moved into cli/ once issue 12 (which edits these files) has landed; must only shrink
-PENDING = {'fastdrivevla_ros/bench/cli.py:6: bench imports argparse',
-           'fastdrivevla_ros/vla/plan_cli.py:5: vla imports argparse',
-           'fastdrivevla_ros/vla/tiny.py:11: vla imports argparse'}
-
-
 def _type_checking_only(tree: ast.AST) -> set[int]:
     """Ids of import nodes inside `if TYPE_CHECKING:` blocks."""
     skip = set()
@@ -116,8 +110,7 @@ def test_every_package_module_has_a_layer():
 
 
 def test_imports_point_down_the_layers():
-    found = [v for path in _files() for v in violations(path)
-             if v.split(' (')[0] not in PENDING]
+    found = [v for path in _files() for v in violations(path)]
     assert not found, 'layer rule broken:\n' + '\n'.join(found)
 
 

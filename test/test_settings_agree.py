@@ -12,8 +12,9 @@ from fastdrivevla_ros.cli.settings import resolve_settings
 from fastdrivevla_ros.pipeline.params import validate_config
 from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
 
-# commands whose settings come from the schema, with the positional arguments they need
-SETTINGS_COMMANDS = {"replay": ["BAG", "--out", "RUN"]}
+# commands whose settings come from the schema, with the arguments they need
+SETTINGS_COMMANDS = {"replay": ["BAG", "--out", "RUN"], "search-budgets": ["BAG", "--out", "O"],
+                     "plan": [], "demo": ["--untrained"], "bench": ["--out", "O"]}
 
 
 def _args(command: str, argv: list[str]):
@@ -21,6 +22,13 @@ def _args(command: str, argv: list[str]):
     sub = next(a for a in parser._subparsers._group_actions).choices[command]
     importlib.import_module(COMMANDS[command][0]).configure_parser(sub)
     return parser.parse_args([command, *argv])
+
+
+def _help(command: str) -> str:
+    parser = build_parser()
+    sub = next(a for a in parser._subparsers._group_actions).choices[command]
+    importlib.import_module(COMMANDS[command][0]).configure_parser(sub)
+    return sub.format_help()
 
 
 def _planner_fields(kwargs: dict) -> dict:
@@ -32,12 +40,18 @@ def _planner_fields(kwargs: dict) -> dict:
 
 @pytest.mark.parametrize("command", sorted(SETTINGS_COMMANDS))
 def test_node_defaults_equal_cli_defaults_equal_planner_settings(command):
+    """Every setting flag defaults to the node's value, but for a command's declared presets."""
     from fastdrivevla_ros.vla.engine import PlannerSettings
 
     node = validate_config({"model": "m"}).as_dict()
-    cli = resolve_settings(_args(command, SETTINGS_COMMANDS[command]), ENGINE_KEYS)
-    assert {k: cli[k] for k in ENGINE_KEYS if k != "model"} == \
-        {k: node[k] for k in ENGINE_KEYS if k != "model"}
+    args = _args(command, SETTINGS_COMMANDS[command])
+    names = [k for k in ENGINE_KEYS if hasattr(args, k) or k == "image_height"]
+    assert "max_new_tokens" in names and "--config" in _help(command)
+    cli = resolve_settings(args, names)
+    same = [k for k in names if k != "model" and k not in args._presets
+            and getattr(args, k, None) is None]
+    assert {k: cli[k] for k in same} == {k: node[k] for k in same}
+    assert set(args._presets) <= {"pruner", "pruning_ratio", "cameras"}
     planner = dataclasses.asdict(PlannerSettings())
     assert _planner_fields(engine_kwargs(node)) == \
         {k: planner[k] for k in _planner_fields(engine_kwargs(node))}

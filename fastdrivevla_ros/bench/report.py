@@ -43,9 +43,33 @@ def header_line(header: dict) -> str:
     return (f"{d['name']} ({d['type']}, {d['torch_threads']} torch threads), {header['dtype']}, "
             f"{header['attn_implementation']} · torch {header['versions']['torch']}, "
             f"transformers {header['versions']['transformers']} · {s['views']} view(s) at {size}"
-            f" → {visual} visual tokens · decode {s['decode_tokens']} tokens · "
+            f" → {visual} visual tokens · decode {_decode_mode(s)} · "
             f"{s['repeats']} interleaved rounds after {s['warmup']} warm-up · "
             f"load average {load.get('start')} → {load.get('end')}")
+
+
+def _decode_mode(s: dict) -> str:
+    if s.get("decode_tokens"):
+        return f"{s['decode_tokens']} fixed tokens (no grammar, no stop)"
+    forced = "forced tokens" if s.get("forced_tokens", True) else "step by step"
+    return f"the real constrained reply ({forced})"
+
+
+def plans_markdown(rows: list[dict]) -> list[str]:
+    """The whole-plan table: transformers generate vs our decoding modes."""
+    lines = ["## Whole plan: transformers generate vs ours (median (p25–p75) ms)", "",
+             "| Mode | Plan | Preprocess | Vision | Scoring | Prefill | Decode | Decode passes "
+             "| Tokens emitted | Plan speedup vs generate | Decode speedup vs step by step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ms = r["ms"]
+        lines.append(
+            f"| {r['label']} | {_spread(ms['plan'])} | {_spread(ms['preprocess'])} | "
+            f"{_spread(ms['vision'])} | {_spread(ms['scoring'])} | {_spread(ms['prefill'])} | "
+            f"{_spread(ms['decode'])} | {r['decode_passes']} | {r['tokens_emitted']} | "
+            f"{_num(r['speedup_plan_vs_generate'])} | "
+            f"{_num(r['speedup_decode_vs_step_by_step'])} |")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------- bench.md
@@ -55,7 +79,10 @@ def bench_markdown(doc: dict) -> str:
     header, records = doc["header"], doc["records"]
     unit, scale = _flop_unit(records[0]["flops"]["total_without_vision"])
     lines = [f"# Efficiency benchmark: {header['settings']['model_dir']}", "",
-             header_line(header), "", "## Table 4 layout (wall clock)", ""]
+             header_line(header), ""]
+    if doc.get("plans"):
+        lines += plans_markdown(doc["plans"])
+    lines += ["## Table 4 layout (wall clock)", ""]
     lines += _table4(records, unit, scale, "ms", "speedup")
     if records[0].get("cpu_ms"):
         lines += ["", "## Table 4 layout (process CPU time: robust to other load on the "

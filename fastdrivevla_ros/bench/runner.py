@@ -3,8 +3,12 @@
 Method (written into every bench.json header as `notes`):
   * one model, one engine, one fixed input; ratio 0 is measured ONCE as the unpruned baseline
     (at ratio 0 the engine never calls a pruner, so every pruner's ratio 0 is that same run);
-  * decode runs exactly `decode_tokens` greedy steps with stop tokens disabled, so every
-    configuration decodes the same length (ms/token is comparable; the text is not a plan);
+  * decode produces the REAL reply: constrained to the planning format, full length, with
+    forced tokens unless turned off; `num_generated` (tokens emitted) and `decode_passes`
+    (forward passes after the prefill) are reported. `decode_tokens=N` instead runs exactly N
+    greedy steps with stop tokens and grammar off (a fixed-length cost probe);
+  * the whole-plan table (`plans`, bench/plans.py): transformers `generate` vs our step-by-step,
+    forced-token and forced + pruned decoding, side by side;
   * FLOPs: one extra, untimed plan per configuration under torch's FlopCounterMode, attributed
     to stages by wrapping the engine's `encode_images` / `prefill` / `decode` and the pruner's
     `select` on the instances (no engine changes);
@@ -32,7 +36,7 @@ from tqdm.auto import tqdm
 from fastdrivevla_ros.bench.measure import (MemoryProbe, NestedStages, Spread, StageFlops,
                                             WallTimer, cpu_stages, synthetic_frames,
                                             wrapped_methods)
-from fastdrivevla_ros.errors import CheckpointError, ConfigError, InputError
+from fastdrivevla_ros.errors import ConfigError, MissingInputError
 from fastdrivevla_ros.pruning.base import Pruner
 from fastdrivevla_ros.vla.prompt import CAMERAS
 
@@ -48,7 +52,11 @@ TIMED_STAGES = ("preprocess", "vision", "scoring", "prefill", "decode", "decode_
 CPU_STAGES = ("vision", "scoring", "prefill", "decode", "decode_per_token", "plan")
 NOTES = [
     "ratio 0 is measured once as the unpruned baseline; at ratio 0 the engine calls no pruner",
-    "decode runs exactly decode_tokens greedy steps with stop tokens disabled (fixed length)",
+    "decode produces the real constrained reply (num_generated tokens, decode_passes passes "
+    "after the prefill); with settings.decode_tokens set, exactly that many greedy steps with "
+    "stop tokens and grammar off instead",
+    "plans: whole plan per decoding mode; the transformers generate row emits as many tokens as "
+    "the step-by-step row (unconstrained, stop tokens off), preprocessing included in plan ms",
     "FLOPs from torch.utils.flop_counter.FlopCounterMode in a separate untimed plan; attention "
     "FLOPs count the full L x L score matrix (causal masking is not discounted)",
     "flops.total and flops.total_without_vision include the pruner and all decode steps; the "
@@ -94,12 +102,12 @@ def cameras_for(views: int) -> tuple[str, ...]:
     raise ConfigError(f"views must be 1 (CAM_FRONT, Impromptu-VLA) or 6 (all cameras), got {views}")
 
 
-def _check_counts(repeats: int, warmup: int, decode_tokens: int) -> None:
+def _check_counts(repeats: int, warmup: int, decode_tokens: int | None) -> None:
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0, got {warmup}")
-    if not 1 <= decode_tokens <= 4096:
+    if decode_tokens is not None and not 1 <= decode_tokens <= 4096:
         raise ConfigError(f"decode_tokens must be in [1, 4096], got {decode_tokens}")
 
 
@@ -283,12 +291,7 @@ def _build_configs(pruners: list[str], ratios: list[float], options: dict,
             continue
         if name not in known:
             raise ConfigError(f"unknown pruner {name!r}; available: {', '.join(known)}")
-        try:
-            pruner, used = _build_for_timing(name, options.get(name))
-        except (ConfigError, CheckpointError, InputError, TypeError, OSError,
-                NotImplementedError) as e:
-            skipped.append({"pruner": name, "reason": f"cannot build: {e}"})
-            continue
+        pruner, used = _build_for_timing(name, options.get(name))   # errors stop the bench
         if pruner.keeps_all:
             continue   # keeps everything: the baseline already measures it
         configs += [_Config(name, r, pruner, used) for r in ratios if r > 0]
@@ -313,7 +316,9 @@ def _build_for_timing(name: str, options: dict | None) -> tuple[Pruner, dict]:
 
 
 def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[dict, object]]:
-    """FLOP run per configuration; a pruner that cannot run on this input is skipped with why."""
+    """FLOP run per configuration. Only a pruner that needs side data the bench does not have
+    (mask_oracle's foreground masks: MissingInputError) is skipped, with why; any other error
+    (an invalid selection included) is a bug and stops the bench."""
     out, dead = {}, set()
     for i, cfg in enumerate(tqdm(configs, desc="FLOPs", disable=not progress)):
         if cfg.pruner_name in dead:
@@ -322,12 +327,7 @@ def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[
         try:
             with _use(engine, cfg):
                 out[i] = count_stage_flops(engine, frames)
-        except (InputError, ConfigError, CheckpointError, NotImplementedError,
-                RuntimeError) as e:
-            # RuntimeError: e.g. the engine rejecting an invalid selection; one broken pruner
-            # must not sink a long run, and the reason lands in bench.json / bench.md
-            if cfg.pruner_name == "none":
-                raise
+        except MissingInputError as e:
             dead.add(cfg.pruner_name)
             reason = f"cannot run on this input: {type(e).__name__}: {e}"
             skipped.append({"pruner": cfg.pruner_name, "reason": reason})
@@ -339,16 +339,22 @@ def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[
 def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS,
               views: int = 1, max_pixels: int = 512 * 512,
               image_size: tuple[int, int] | None = None, repeats: int = 5, warmup: int = 1,
-              decode_tokens: int = 16, device: str = "cpu", dtype: str = "float32",
+              decode_tokens: int | None = None, device: str = "cpu", dtype: str = "float32",
               attn_implementation: str = "sdpa", pruner_options: dict | None = None,
               threads: int | None = None, frames: dict | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, max_new_tokens: int = 320, forced_tokens: bool = True,
+              plan_pruner: str | None = "recon", plan_ratios=(0.5, 0.75),
+              decode_step: str = "dynamic") -> dict:
     """Benchmark `pruners` x `ratios` on one model; returns the bench.json document.
 
     pruners: names from the registry (None = all available); ratio 0 is the shared baseline.
     views: 1 (CAM_FRONT) or 6; max_pixels / image_size (w, h) as in PlannerSettings.
     frames: {camera: HxWx3 uint8} to use instead of synthetic 1600x900 frames.
     pruner_options: {pruner name: constructor kwargs} (e.g. {'recon': {'weights': DIR}}).
+    decode_tokens: None = decode the real constrained reply (up to max_new_tokens, with
+    forced_tokens as given); N = exactly N greedy steps, stop tokens and grammar off.
+    plan_pruner: pruner of the whole-plan table's pruned rows at plan_ratios (None: no table;
+    there is none in the fixed-length mode either).
     """
     from fastdrivevla_ros.pruning.registry import available_pruners
     from fastdrivevla_ros.vla.engine import DrivingVLA
@@ -368,13 +374,15 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
     engine = DrivingVLA.from_pretrained(
         model_dir, dtype=dtype, device=str(dev), attn_implementation=attn_implementation,
         cameras=cameras, max_pixels=max_pixels, image_size=image_size,
-        max_new_tokens=decode_tokens, constrained=False)
+        max_new_tokens=decode_tokens or max_new_tokens, constrained=decode_tokens is None,
+        forced_tokens=forced_tokens, decode_step=decode_step)
     source = "synthetic 1600x900" if frames is None else "given"
     frames = frames if frames is not None else synthetic_frames(cameras)
     skipped: list[dict] = []
     configs = _build_configs(pruners, ratios, pruner_options or {}, skipped)
 
-    with fixed_decode_length(engine), MemoryProbe(dev) as probe:
+    fixed = fixed_decode_length(engine) if decode_tokens else nullcontext()
+    with fixed, MemoryProbe(dev) as probe:
         baseline_mib = probe.rss_mib() if dev.type == "cpu" else (
             torch.cuda.memory_allocated(dev) / 2**20)
         flops = _probe_flops(engine, frames, configs, skipped, progress)
@@ -388,6 +396,12 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
             for i in live:
                 with _use(engine, configs[i]):
                     samples[i].append(timed_plan(engine, frames, probe))
+    plans = []
+    if plan_pruner and decode_tokens is None:
+        from fastdrivevla_ros.bench.plans import run_plan_modes
+
+        pruner, _ = _build_for_timing(plan_pruner, (pruner_options or {}).get(plan_pruner))
+        plans = run_plan_modes(engine, frames, pruner, plan_ratios, repeats, warmup, progress)
 
     inputs = engine.prepare(frames)
     records = [_record(configs[i], flops[i], samples[i], inputs) for i in live]
@@ -398,12 +412,15 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
         settings={"model_dir": str(model_dir), "views": views, "cameras": list(cameras),
                   "max_pixels": max_pixels, "image_size": list(image_size) if image_size else None,
                   "grids": [list(g) for g in inputs.grids], "decode_tokens": decode_tokens,
+                  "max_new_tokens": max_new_tokens, "forced_tokens": forced_tokens,
+                  "constrained": decode_tokens is None, "plan_pruner": plan_pruner,
+                  "plan_ratios": list(plan_ratios), "decode_step": decode_step,
                   "repeats": repeats, "warmup": warmup, "ratios": ratios,
                   "pruners": pruners, "input": source},
         load_average={"start": load_start, "end": _load_average()},
         memory={"baseline_mib": baseline_mib, "process_max_rss_mib": _max_rss_mib()},
         skipped=skipped, notes=NOTES)
-    return {"header": header, "records": records}
+    return {"header": header, "records": records, "plans": plans}
 
 
 def _max_rss_mib() -> float | None:
@@ -430,7 +447,7 @@ def _record(cfg: _Config, flops_and_result, samples, inputs) -> dict:
         "tokens": {"visual_total": last.tokens_total, "visual_kept": last.tokens_kept,
                    "text": text_tokens, "prefill_input": text_tokens + last.tokens_total,
                    "prefill_final": text_tokens + last.tokens_kept},
-        "num_generated": last.num_generated,
+        "num_generated": last.num_generated, "decode_passes": last.decode_passes,
         "flops": {k: float(v) for k, v in flops.items()},
         "ms": ms,
         "cpu_ms": cpu_ms,

@@ -66,6 +66,7 @@ BENCH_RECORD = _obj({
     "tokens": _obj({k: _INT for k in ("visual_total", "visual_kept", "text", "prefill_input",
                                       "prefill_final")}),
     "num_generated": {"type": "integer", "minimum": 1},
+    "decode_passes": _INT,
     "flops": _obj({k: _NUM for k in FLOP_KEYS}),
     "ms": _obj({k: SPREAD for k in TIMED}),
     "cpu_ms": {**_obj({k: SPREAD for k in CPU_TIMED}), "type": ["object", "null"]},
@@ -86,7 +87,8 @@ BENCH_SCHEMA = {
             "kind": {"const": "bench"},
             "settings": _obj({"model_dir": _STR, "views": {"enum": [1, 6]},
                               "cameras": {"type": "array", "items": _STR, "minItems": 1},
-                              "decode_tokens": {"type": "integer", "minimum": 1},
+                              # null: the real constrained reply was decoded
+                              "decode_tokens": {"type": ["integer", "null"], "minimum": 1},
                               "repeats": {"type": "integer", "minimum": 1},
                               "warmup": _INT,
                               "ratios": {"type": "array", "items": _NUM},
@@ -98,6 +100,18 @@ BENCH_SCHEMA = {
         "records": {"type": "array", "minItems": 1, "items": BENCH_RECORD},
     }),
 }
+#: one row of the whole-plan table (bench/plans.py); `plans` is [] in the fixed-length mode
+PLAN_ROW = _obj({
+    "label": _STR, "engine": {"enum": ["transformers", "ours"]}, "pruner": _STR,
+    "ratio": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+    "forced_tokens": {"type": "boolean"}, "decode_passes": _INT,
+    "tokens_emitted": {"type": "integer", "minimum": 1},
+    "ms": _obj({k: SPREAD for k in ("preprocess", "vision", "scoring", "prefill", "decode",
+                                    "plan")}),
+    "speedup_plan_vs_generate": _NUM_OR_NULL,
+    "speedup_decode_vs_step_by_step": _NUM_OR_NULL,
+})
+BENCH_SCHEMA["properties"]["plans"] = {"type": "array", "items": PLAN_ROW}
 
 SCALING_POINT = _obj({
     "label": _STR, "views": {"enum": [1, 6]},

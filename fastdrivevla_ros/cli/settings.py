@@ -76,11 +76,12 @@ def _shown(default) -> str:
     return str(default)
 
 
-def resolve_settings(args: argparse.Namespace, names) -> dict[str, Any]:
+def resolve_settings(args: argparse.Namespace, names, given=None) -> dict[str, Any]:
     """
     Every setting's value: flag, else --config YAML, else the command's preset, else the
     schema's default; all checked.
 
+    given: values the command itself takes from elsewhere (plan: cameras from --image).
     Raises ConfigError naming each problem (an unknown YAML key too, with the closest name).
     """
     from fastdrivevla_ros.vla.settings import check_values, load_parameter_file, SPECS
@@ -89,15 +90,15 @@ def resolve_settings(args: argparse.Namespace, names) -> dict[str, Any]:
     if getattr(args, "config", None):
         values.update(load_parameter_file(args.config))
     for name in names:
-        given = getattr(args, name, None)
-        if isinstance(given, list):   # list flags take values separated by spaces or commas
-            given = [part for item in given for part in str(item).split(",") if part] \
-                if SPECS[name].kind == "str_list" else given
-        if given is not None:
-            values[name] = given
+        flag_value = getattr(args, name, None)
+        if isinstance(flag_value, list) and SPECS[name].kind == "str_list":
+            # list flags take values separated by spaces or commas
+            flag_value = [part for item in flag_value for part in item.split(",") if part]
+        if flag_value is not None:
+            values[name] = flag_value
     if "image_width" in names and getattr(args, "image_size", None):
         values["image_width"], values["image_height"] = parse_size(args.image_size)
-    out, problems = check_values(values)
+    out, problems = check_values(values | dict(given or {}))
     if problems:
         where = f" ({args.config})" if getattr(args, "config", None) else ""
         raise ConfigError(f"invalid settings{where}: " + "; ".join(problems))
@@ -110,8 +111,10 @@ def yaml_values(values: dict[str, Any], names) -> dict[str, Any]:
             for k in names if values[k] is not None}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'1596x1596' -> (1596, 1596)."""
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'1596x1596' -> (1596, 1596); None or '' -> None."""
+    if not text:
+        return None
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:

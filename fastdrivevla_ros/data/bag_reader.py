@@ -74,6 +74,14 @@ class Frame:
     history: EgoHistory | None
     target: PlanningTarget
 
+    def compressed(self, cameras=None) -> dict[str, bytes]:
+        """{camera: JPEG bytes} for `cameras` (default: all present), not decoded: the engine
+        decodes them at the scale the model needs (PIL draft mode)."""
+        missing = [c for c in cameras or () if c not in self.jpegs]
+        if missing:
+            raise DataError(f"keyframe {self.token} has no {missing[0]} image in the bag")
+        return {c: self.jpegs[c] for c in cameras or self.jpegs}
+
     def images(self, cameras=None) -> dict[str, np.ndarray]:
         """{camera: HxWx3 uint8 RGB} for `cameras` (default: all present), decoded now."""
         from PIL import Image, UnidentifiedImageError

@@ -103,12 +103,12 @@ class _Replayer:
         if self.gt_mode:
             return {"waypoints": frame.target.future.tolist(), "status": "ok",
                     "reason": "", "text": "", "pruner": GT_PRUNER, "pruning_ratio": 0.0,
-                    "tokens_kept": 0, "tokens_total": 0, "num_generated": 0,
+                    "tokens_kept": 0, "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
                     "timings_ms": {"total": 0.0}, "views": []}
         if not self.temporal:
             self.engine.pruner.reset()   # every sample independent: shards and resumes agree
         try:
-            return self.engine.plan(frame.images(self.cameras), frame.history).to_json()
+            return self.engine.plan(frame.compressed(self.cameras), frame.history).to_json()
         except (InputError, DataError) as e:
             if self.on_error == "stop":
                 raise DataError(f"keyframe {frame.token} ({frame.scene_name} "
@@ -116,7 +116,8 @@ class _Replayer:
             return {"waypoints": [[0.0, 0.0]] * 6, "status": "error", "reason": str(e),
                     "text": "", "pruner": self.engine.pruner.name,
                     "pruning_ratio": self.engine.settings.pruning_ratio, "tokens_kept": 0,
-                    "tokens_total": 0, "num_generated": 0, "timings_ms": {}, "views": []}
+                    "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
+                    "timings_ms": {}, "views": []}
 
     def record(self, frame, result: dict) -> dict:
         target = frame.target

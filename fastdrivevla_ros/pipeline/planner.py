@@ -40,7 +40,8 @@ from fastdrivevla_ros.vla.result import PlanResult
 import numpy as np
 
 # runtime parameters that DrivingVLA.configure applies
-ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'max_new_tokens')
+ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'forced_tokens',
+                  'max_new_tokens')
 
 
 @dataclass
@@ -196,7 +197,9 @@ class PlannerService:
                                    result.timings_ms.get('total', 0.0), {
                                        'status': result.status, 'pruner': result.pruner,
                                        'pruning_ratio': f'{result.pruning_ratio:.2f}',
-                                       'tokens': f'{result.tokens_kept}/{result.tokens_total}'})
+                                       'tokens': f'{result.tokens_kept}/{result.tokens_total}',
+                                       'num_generated': str(result.num_generated),
+                                       'decode_passes': str(result.decode_passes)})
         if not result.ok:
             self.log('warn', f'plan parse failed: {result.reason}')
         return PlanOutput(result, reference, stamps, latency_ms, heatmaps, mosaic_rgb)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from fastdrivevla_ros.conventions import TOKEN_PX
-from fastdrivevla_ros.errors import InputError
+from fastdrivevla_ros.errors import InputError, MissingInputError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner
 
 
@@ -59,7 +59,7 @@ class MaskOraclePruner(Pruner):
         out = []
         for v in ctx.views:
             if v.camera not in masks:
-                raise InputError(f"mask_oracle needs a foreground mask for {v.camera}")
+                raise MissingInputError(f"mask_oracle needs a foreground mask for {v.camera}")
             frac = torch.from_numpy(token_foreground_fraction(masks[v.camera], v.grid))
             out.append(frac[v.indices.cpu()].float())
         return out

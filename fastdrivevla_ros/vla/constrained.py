@@ -23,7 +23,16 @@ def planning_grammar() -> str:
 
 
 class PlanningConstraint:
-    """Compiled once per tokenizer; `start()` gives a fresh per-reply matcher."""
+    """Compiled once per tokenizer; `start()` gives a fresh per-reply matcher.
+
+    Forced runs: what the grammar fixes in advance (xgrammar's jump-forward string), as token
+    ids in the tokenizer's CANONICAL tokenization. Only tokens that stay the same whatever the
+    grammar lets the model write next are forced (Qwen's split regex joins ", " with a following
+    "-" into " -", "[" with "-" into "[-": those tails are left to the model). A string after
+    which only the end token can follow is forced whole, end token included. In the planning
+    grammar a forced string is always followed by the same characters, so runs are cached per
+    string.
+    """
 
     def __init__(self, tokenizer, vocab_size: int, stop_token_ids: list[int]):
         import xgrammar as xgr
@@ -32,29 +41,80 @@ class PlanningConstraint:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
                                                   stop_token_ids=stop_token_ids)
         self.vocab_size = vocab_size
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_token_ids)
+        eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+        self.end_id = eos if eos in self.stop_ids else min(self.stop_ids)
         self.compiled = xgr.GrammarCompiler(info).compile_grammar(planning_grammar())
+        self.runs: dict[str, list[int]] = {}
 
     def start(self) -> "_Matcher":
         return _Matcher(self)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def forced_run(self, text: str, allowed_next: list[int]) -> list[int]:
+        """Canonical ids of forced `text` that no allowed next token changes (+ the end token
+        when only an end token may follow)."""
+        ids = self.encode(text) if text else []
+        free = [t for t in allowed_next if t not in self.stop_ids]
+        if not free:
+            return ids + [self.end_id]
+        keep = len(ids)
+        for first in {self.tokenizer.decode([t])[:1] for t in free}:
+            joined = self.encode(text + first)
+            keep = min(keep, next((k for k, (a, b) in enumerate(zip(ids, joined)) if a != b),
+                                  min(len(ids), len(joined))))
+        return ids[:keep]
 
 
 class _Matcher:
     def __init__(self, constraint: PlanningConstraint):
         xgr = constraint._xgr
         self._xgr = xgr
+        self.constraint = constraint
         self.matcher = xgr.GrammarMatcher(constraint.compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, constraint.vocab_size)
+        self._device_mask = None
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits: [V] -> the same tensor with grammar-forbidden tokens at -inf."""
+        """logits: [V] -> a float copy with grammar-forbidden tokens at -inf, on logits' device
+        (the packed bitmask, V/32 int32, is what crosses to a GPU; the logits stay there)."""
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        row = logits.float().unsqueeze(0).cpu()
-        self._xgr.apply_token_bitmask_inplace(row, self.bitmask)
-        return row[0].to(logits.device)
+        mask = self.bitmask
+        if logits.device.type != "cpu":
+            if self._device_mask is None:
+                self._device_mask = torch.empty_like(mask, device=logits.device)
+            mask = self._device_mask.copy_(mask, non_blocking=True)
+        row = logits.float().unsqueeze(0).clone()
+        self._xgr.apply_token_bitmask_inplace(row, mask, vocab_size=self.constraint.vocab_size)
+        return row[0]
 
     def accept(self, token_id: int) -> None:
         if not self.matcher.accept_token(int(token_id)):
             raise RuntimeError(f"grammar rejected token {token_id} it had allowed")
+
+    def forced(self) -> list[int]:
+        """Token ids the grammar fixes from here (see PlanningConstraint), not yet accepted;
+        empty when the next token is a free choice."""
+        text = self.matcher.find_jump_forward_string()
+        if not text and not self.matcher.is_completed():
+            return []
+        runs = self.constraint.runs
+        if text not in runs or not text:
+            runs[text] = self.constraint.forced_run(text, self._allowed_after(text))
+        return list(runs[text])
+
+    def _allowed_after(self, text: str) -> list[int]:
+        """Token ids the grammar allows once `text` is written (on a fork: no state change)."""
+        probe = self.matcher.fork()
+        if text and not probe.accept_string(text):
+            raise RuntimeError(f"grammar rejected its own forced string {text!r}")
+        probe.fill_next_token_bitmask(self.bitmask)
+        row = torch.zeros(1, self.constraint.vocab_size)
+        self._xgr.apply_token_bitmask_inplace(row, self.bitmask)
+        return torch.isfinite(row[0]).nonzero().flatten().tolist()
 
     @property
     def finished(self) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from fastdrivevla_ros.compat import cached_key_values, static_layer_fill
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner, ViewTokens, view_budgets
 from fastdrivevla_ros.pruning.registry import build_pruner
@@ -27,6 +28,9 @@ from fastdrivevla_ros.vla.parsing import parse_planning
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
 from fastdrivevla_ros.vla.settings import DEFAULTS
+
+
+DECODE_STEPS = ("dynamic", "static", "compiled")
 
 
 @dataclass
@@ -42,6 +46,10 @@ class PlannerSettings:
     view_ratios: tuple[float, ...] | None = DEFAULTS["view_ratios"]   # per-view (Prune2Drive)
     max_new_tokens: int = DEFAULTS["max_new_tokens"]
     constrained: bool = DEFAULTS["constrained"]
+    forced_tokens: bool = DEFAULTS["forced_tokens"]  # with `constrained`: fixed tokens ride along
+    #: "dynamic": growing KV cache, eager; "static": pre-allocated KV cache (StaticCache), fixed
+    #: shapes; "compiled": static + the one-token step under torch.compile (CUDA graphs on GPU)
+    decode_step: str = DEFAULTS["decode_step"]
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
@@ -66,6 +74,9 @@ class PlannerSettings:
                                   f"{len(self.cameras)} cameras")
         if not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
+        if self.decode_step not in DECODE_STEPS:
+            raise ConfigError(f"decode_step must be one of {DECODE_STEPS}, got "
+                              f"{self.decode_step!r}")
 
 
 class _Stopwatch:
@@ -123,6 +134,8 @@ class DrivingVLA:
         self.stop_ids = sorted({ids("<|im_end|>"), ids("<|endoftext|>"),
                                 *_as_list(model.generation_config.eos_token_id)})
         self._constraint = None
+        self.batch_forced = True   # False: feed forced tokens one pass each (exactness tests)
+        self._static = None        # (StaticCache, compiled step or None), reused across plans
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, *, dtype: str = "float32", device: str = "cpu",
@@ -175,6 +188,7 @@ class DrivingVLA:
                           views=views, pruner=self.pruner.name,
                           pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
                           timings_ms=clock.ms, num_generated=len(tokens),
+                          decode_passes=record["passes"],
                           view_ratios=self.settings.view_ratios)
 
     # ------------------------------------------------------------------ stages
@@ -220,6 +234,7 @@ class DrivingVLA:
         cache = self._new_cache()
         logits = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
         with clock("decode"):
+            cache = self._decode_cache(cache)
             tokens, record = self.decode(logits, int(positions.max()) + 1, cache)
         record.update(sequence=seq, extras=extras, cameras=self.settings.cameras,
                       grids=inputs.grids)
@@ -252,34 +267,131 @@ class DrivingVLA:
             return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
 
     def decode(self, logits: torch.Tensor, first_position: int, cache):
-        """Greedy decode; position of step t is first_position + t in all three M-RoPE rows."""
+        """Greedy decode; reply token j sits at position first_position + j (all three M-RoPE
+        rows). With constrained decoding and `forced_tokens`, what the grammar fixes is not
+        decoded: the header is fed in one pass, and each later forced run rides along with the
+        free token before it, so only free choices cost a pass."""
         matcher = self._constraint_matcher()
+        forcing = matcher is not None and self.settings.forced_tokens
+        limit = self.settings.max_new_tokens
         tokens: list[int] = []
+        forced: list[bool] = []
         recorded = {i: [] for i in self.pruner.record_decode_layers}
-        for step in range(self.settings.max_new_tokens):
+        passes = 0
+
+        def emit(ids: list[int], is_forced: bool) -> None:
+            for token in ids:
+                tokens.append(token)
+                forced.append(is_forced)
+                if matcher is not None:
+                    matcher.accept(token)
+
+        def stopped() -> bool:
+            return (len(tokens) >= limit or tokens[-1] in self.stop_ids
+                    or (matcher is not None and matcher.finished))
+
+        if forcing:
+            emit(matcher.forced()[:limit], True)      # <PLANNING> + header
+            if tokens and not stopped():
+                logits, n = self._feed(tokens, first_position, cache, recorded)
+                passes += n
+        while not (tokens and stopped()):
             if matcher is not None:
                 logits = matcher.mask(logits)
-            token = int(torch.argmax(logits))
-            tokens.append(token)
-            if matcher is not None:
-                matcher.accept(token)
-            done = token in self.stop_ids or (matcher is not None and matcher.finished)
-            if done or step == self.settings.max_new_tokens - 1:
+            emit([int(torch.argmax(logits))], False)
+            if stopped():
                 break   # no forward for a token nobody will read
-            pos = torch.full((3, 1, 1), first_position + step, device=self.device)
-            h = self.embed(torch.tensor([[token]], device=self.device))
-            pe = self.rotary(h, pos)
-            for i, layer in enumerate(self.layers):
-                if i in recorded:
-                    recorded[i].append(h[0, 0])
-                # one query over the whole cache: no mask needed (and none is valid for layers
-                # whose cache lengths differ after layer-K pruning)
-                h = layer(h, attention_mask=None, position_embeddings=pe,
-                          cache=cache, use_cache=True)
-            logits = self.model.lm_head(self.norm(h[0, -1:]))[0]
-        record = {"decode_inputs": {i: torch.stack(v) if v else None for i, v in recorded.items()},
-                  "cache": cache, "tokens": tokens}
+            start = len(tokens) - 1
+            if forcing:
+                emit(matcher.forced()[:limit - len(tokens)], True)
+                if stopped():
+                    break
+            logits, n = self._feed(tokens[start:], first_position + start, cache, recorded)
+            passes += n
+        record = {"decode_inputs": {i: torch.cat(v) if v else None for i, v in recorded.items()},
+                  "cache": cache, "tokens": tokens, "forced": forced, "passes": passes}
         return tokens, record
+
+    def _feed(self, ids: list[int], start: int, cache, recorded: dict):
+        """Run reply tokens `ids` (positions start, start+1, ...) through every layer on the
+        KV cache, one pass for all of them. Returns (the last one's logits [V], passes)."""
+        if len(ids) > 1 and not self.batch_forced:
+            for k in range(len(ids)):   # same tokens, one pass each (tests compare the two)
+                logits, _ = self._feed(ids[k:k + 1], start + k, cache, recorded)
+            return logits, len(ids)
+        n = len(ids)
+        token = torch.tensor([ids], device=self.device)
+        pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
+        if self._static is not None and cache is self._static[0]:
+            step = self._static[1] if n == 1 and self._static[1] is not None else \
+                self._static_pass
+            return step(token, pos, cache).clone(), 1   # clone: CUDA graphs reuse the output
+        h = self.embed(token)
+        pe = self.rotary(h, pos)
+        masks: dict[int, torch.Tensor | None] = {}
+        for i, layer in enumerate(self.layers):
+            if i in recorded:
+                recorded[i].append(h[0])
+            # after layer-K pruning the layers' cache lengths differ: one mask per length
+            past = cache.get_seq_length(i)
+            if past not in masks:
+                masks[past] = self._decode_mask(past, n, h.dtype)
+            h = layer(h, attention_mask=masks[past], position_embeddings=pe,
+                      cache=cache, use_cache=True)
+        return self.model.lm_head(self.norm(h[0, -1:]))[0], 1
+
+    # ------------------------------------------------------------------ static decode step
+    def _decode_cache(self, cache):
+        """The prefill's DynamicCache, or (decode_step static/compiled) a pre-allocated
+        StaticCache holding the same keys/values, reused across plans so a compiled step sees
+        the same buffers. Pruners that record decode inputs (VLA-Pruner) keep the dynamic one."""
+        mode = self.settings.decode_step
+        if mode == "dynamic" or self.pruner.record_decode_layers:
+            return cache
+        from transformers import StaticCache
+
+        kv = [cached_key_values(cache, i) for i in range(len(self.layers))]
+        need = max(k.shape[-2] for k, _ in kv) + self.settings.max_new_tokens
+        if (self._static is None or static_layer_fill(self._static[0], 0)[1] < need
+                or (self._static[1] is not None) != (mode == "compiled")):
+            static = StaticCache(config=self.text_config, max_cache_len=need)
+            step = None
+            if mode == "compiled":
+                step = torch.compile(self._static_pass, fullgraph=False, mode=(
+                    "reduce-overhead" if self.device.type == "cuda" else None))
+            self._static = (static, step)
+        static = self._static[0]
+        static.reset()
+        for i, (k, v) in enumerate(kv):
+            static.update(k, v, i)
+        return static
+
+    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        """token [1, n], pos [3, 1, n] -> logits [V] on the StaticCache: fixed shapes, the
+        valid length of each layer read from its own length tensor (no host sync)."""
+        h = self.embed(token)
+        pe = self.rotary(h, pos)
+        n = token.shape[1]
+        for i, layer in enumerate(self.layers):
+            before, capacity = static_layer_fill(cache, i)
+            keys = torch.arange(capacity, device=h.device)
+            allowed = keys[None, :] <= before + torch.arange(n, device=h.device)[:, None]
+            mask = torch.zeros(allowed.shape, dtype=h.dtype, device=h.device).masked_fill(
+                ~allowed, torch.finfo(h.dtype).min)[None, None]
+            h = layer(h, attention_mask=mask, position_embeddings=pe, cache=cache,
+                      use_cache=True)
+        return self.model.lm_head(self.norm(h[0, -1:]))[0]
+
+    def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
+        None for one token (it sees the whole cache) and for FlashAttention (causal itself,
+        aligned bottom-right)."""
+        if n == 1 or self.text_config._attn_implementation == "flash_attention_2":
+            return None
+        keys = torch.arange(past + n, device=self.device)
+        allowed = keys[None, :] <= past + torch.arange(n, device=self.device)[:, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
     # ------------------------------------------------------------------ helpers
     def _new_cache(self):

@@ -7,6 +7,7 @@ tokenizer (chat template) and the PIL image processor ourselves and expand each
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -60,22 +61,61 @@ def as_rgb_array(image, camera: str) -> np.ndarray:
     return arr
 
 
-def model_image(arr: np.ndarray, max_pixels: int, image_size: tuple[int, int] | None) -> Image.Image:
-    """The image as the model's training pipeline saw it before Qwen's smart_resize.
+def target_size(w: int, h: int, max_pixels: int,
+                image_size: tuple[int, int] | None) -> tuple[int, int]:
+    """(w, h) of the image as the model's training pipeline saw it before Qwen's smart_resize.
 
     image_size (w, h): a fixed resize (FastDriveVLA's 1596x1596 -> 57x57 = 3,249 tokens).
     Otherwise LLaMA-Factory's `image_resolution` step (Impromptu-VLA, 512*512): shrink to at most
     max_pixels keeping the aspect ratio, so a 1600x900 frame becomes 682x384 and then 672x392 =
     24x14 = 336 tokens after smart_resize's rounding.
     """
-    img = Image.fromarray(arr)
     if image_size is not None:
-        return img.resize(tuple(image_size), Image.BICUBIC)
-    w, h = img.size
+        return tuple(image_size)
     if w * h > max_pixels:
         f = math.sqrt(max_pixels / (w * h))
-        img = img.resize((int(w * f), int(h * f)), Image.BICUBIC)
-    return img
+        return int(w * f), int(h * f)
+    return w, h
+
+
+def model_image(arr: np.ndarray, max_pixels: int, image_size: tuple[int, int] | None) -> Image.Image:
+    """An RGB array resized to target_size (bicubic), as a PIL image."""
+    img = Image.fromarray(arr)
+    size = target_size(*img.size, max_pixels, image_size)
+    return img if size == img.size else img.resize(size, Image.BICUBIC)
+
+
+def load_model_image(image, camera: str, max_pixels: int,
+                     image_size: tuple[int, int] | None) -> np.ndarray:
+    """One camera image -> [h, w, 3] uint8 at target_size.
+
+    image: HxWx3 uint8 RGB, a PIL image, or compressed JPEG/PNG bytes. A JPEG not yet decoded
+    is decoded at a reduced DCT scale (PIL's draft mode: 1/2, 1/4 or 1/8, never below the
+    target size) before the bicubic resize: for 1600x900 -> 682x384 it decodes 800x450, a
+    quarter of the pixels, and the model input differs by about one grey level on average
+    (benchmarks/preprocess.py measures both).
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        try:
+            image = Image.open(io.BytesIO(bytes(image)))
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot decode {camera}: not a JPEG/PNG image ({e})") from e
+    if isinstance(image, Image.Image):
+        size = target_size(*image.size, max_pixels, image_size)
+        if image.format == "JPEG" and size != image.size:
+            image.draft("RGB", size)
+        try:
+            arr = as_rgb_array(image, camera)
+        except (OSError, ValueError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"cannot decode {camera}: corrupt image ({e})") from e
+    else:
+        arr = as_rgb_array(image, camera)
+        size = target_size(arr.shape[1], arr.shape[0], max_pixels, image_size)
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize(size, Image.BICUBIC))
 
 
 def prepare_inputs(tokenizer, image_processor, cameras: list[str], images: dict,
@@ -84,15 +124,20 @@ def prepare_inputs(tokenizer, image_processor, cameras: list[str], images: dict,
     missing = [c for c in cameras if c not in images]
     if missing:
         raise InputError(f"missing camera image(s): {missing}")
-    arrays = [np.asarray(model_image(as_rgb_array(images[c], c), max_pixels, image_size))
-              for c in cameras]
-    # the processor then only rounds to multiples of 28 (smart_resize), as in training
-    processed = image_processor(
-        images=[Image.fromarray(a) for a in arrays], return_tensors="pt",
-        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PROCESSOR_PIXELS})
+    arrays = [load_model_image(images[c], c, max_pixels, image_size) for c in cameras]
+    # the processor's own smart_resize (multiples of 28 px, as in training), done here once: the
+    # same bicubic resize also gives the heatmap images, and the processor skips its resize
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    factor = image_processor.patch_size * image_processor.merge_size
+    sizes = [smart_resize(a.shape[0], a.shape[1], factor, MIN_PIXELS, MAX_PROCESSOR_PIXELS)
+             for a in arrays]
+    resized = [np.asarray(Image.fromarray(a).resize((w, h), Image.BICUBIC))
+               for a, (h, w) in zip(arrays, sizes)]
+    processed = image_processor(images=[Image.fromarray(a) for a in resized], do_resize=False,
+                                return_tensors="pt")
     grid_thw = processed["image_grid_thw"]
-    merge = image_processor.merge_size
-    grids = [(int(h) // merge, int(w) // merge) for _, h, w in grid_thw.tolist()]
+    grids = [(h // factor, w // factor) for h, w in sizes]
 
     text = tokenizer.apply_chat_template(build_messages(cameras, history), tokenize=False,
                                          add_generation_prompt=True)
@@ -103,9 +148,6 @@ def prepare_inputs(tokenizer, image_processor, cameras: list[str], images: dict,
     text = pieces[0] + "".join(IMAGE_PAD * (r * c) + p for (r, c), p in zip(grids, pieces[1:]))
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-    resized = [np.asarray(Image.fromarray(a).resize((c * TOKEN_PX, r * TOKEN_PX),
-                                                    Image.BICUBIC))
-               for a, (r, c) in zip(arrays, grids)]
     return ModelInputs(input_ids=ids, attention_mask=torch.ones_like(ids),
                        mm_token_type_ids=(ids == image_id).int(),
                        pixel_values=processed["pixel_values"], image_grid_thw=grid_thw,

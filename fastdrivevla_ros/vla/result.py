@@ -45,7 +45,8 @@ class PlanResult:
     pruning_ratio: float
     timings_ms: dict[str, float]       # vision, scoring, prefill, decode, total
     reason: str = ""
-    num_generated: int = 0
+    num_generated: int = 0             # reply tokens emitted (forced header included)
+    decode_passes: int = 0             # forward passes after the prefill (header pass included)
     view_ratios: tuple[float, ...] | None = None   # per-view budgets, when they replaced the ratio
 
     @property
@@ -74,7 +75,7 @@ class PlanResult:
             "view_ratios": list(self.view_ratios) if self.view_ratios else None,
             "tokens_kept": self.tokens_kept, "tokens_total": self.tokens_total,
             "kept_fraction": None if self.kept_fraction is None else round(self.kept_fraction, 4),
-            "num_generated": self.num_generated,
+            "num_generated": self.num_generated, "decode_passes": self.decode_passes,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "views": [{"camera": v.camera, "grid": list(v.grid), "kept": v.kept.tolist()}
                       for v in self.views],

