@@ -161,8 +161,8 @@ def bench_layout(grids, ratio, repeats, device, model, vit) -> dict[str, tuple[f
     ms["vispruner: ViT attention hook"] = timed(vit_attention(grids, vit, device), repeats,
                                                 device)
     vis = build_pruner("vispruner")
-    ctx0.extras["vision"] = {"vispruner_attention": [torch.rand(n, device=device)
-                                                     for n in totals]}
+    ctx0.extras.vision = {"vispruner_attention": [torch.rand(n, device=device)
+                                                  for n in totals]}
     ms["vispruner: selection"] = timed(lambda: vis.select(ctx0, budgets), repeats, device)
     ms["divprune"] = timed(lambda: build_pruner("divprune").select(ctx0, budgets),
                            repeats, device)
@@ -232,14 +232,14 @@ def vla_state(frame: Frame, ctx, budgets, device):
     from transformers import DynamicCache
 
     from fastdrivevla_ros.pruning.registry import build_pruner
+    from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras
     from fastdrivevla_ros.vla.engine import _Sequence
 
     pruner = build_pruner("vla_pruner", layer=1, action_layer=0, depth=2)
-    hist = pruner.stream({})
+    hist = pruner.stream(FrameExtras())
     for _ in range(pruner.window):
         hist.frames.append([torch.rand(len(v.indices)) for v in ctx.views])
     kept = pruner.select(ctx, budgets).kept
-    pruner.model = frame.harness
     keep = torch.ones(len(frame.ids), dtype=torch.bool, device=device)
     for off, v, k in zip(frame.offsets, ctx.views, kept):
         keep[off + v.indices] = False
@@ -249,9 +249,9 @@ def vla_state(frame: Frame, ctx, budgets, device):
     cache = DynamicCache(config=frame.model.config)
     keys = torch.randn(1, 2, len(alive) + DECODE_STEPS, 128, device=device)
     cache.update(keys, keys, 0)
-    record = {"decode_inputs": {0: torch.randn(DECODE_STEPS, 2048, device=device)},
-              "cache": cache, "tokens": list(range(DECODE_STEPS + 1)), "sequence": seq,
-              "extras": {}, "grids": frame.grids}
+    record = DecodeRecord(list(range(DECODE_STEPS + 1)), [False] * (DECODE_STEPS + 1), 0,
+                          decode_inputs={0: torch.randn(DECODE_STEPS, 2048, device=device)},
+                          cache=cache, sequence=seq, grids=frame.grids, model=frame.harness)
     return pruner, record
 
 

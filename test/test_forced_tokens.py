@@ -38,7 +38,7 @@ def _free_logits(record, calls, one_per_pass=False):
     """Logits the engine chose each free token from. Batched, lm_head call 0 is the prefill
     (unused: the header is forced) and call k >= 1 ends the pass before the k-th free token;
     fed one token per pass, call j gives reply token j."""
-    free = [j for j, f in enumerate(record["forced"]) if not f]
+    free = [j for j, f in enumerate(record.forced) if not f]
     return free, calls[free] if one_per_pass else calls[1:1 + len(free)]
 
 
@@ -51,9 +51,9 @@ def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images,
     engine.batch_forced = False
     engine.pruner = build_pruner(pruner, **options)       # the same selection again
     one_tokens, one_record, one_calls, _ = _decode(engine, inputs)
-    assert tokens == one_tokens and record["forced"] == one_record["forced"]
-    assert len(one_calls) == one_record["passes"] + 1 and len(calls) == record["passes"] + 1
-    assert one_record["passes"] > 2 * record["passes"]
+    assert tokens == one_tokens and record.forced == one_record.forced
+    assert len(one_calls) == one_record.passes + 1 and len(calls) == record.passes + 1
+    assert one_record.passes > 2 * record.passes
     free, batched = _free_logits(record, calls)
     _, single = _free_logits(one_record, one_calls, one_per_pass=True)
     assert len(free) >= 30
@@ -127,11 +127,11 @@ def test_free_choices_match_an_independent_reference_under_the_grammar(
 def test_forced_strings_use_the_canonical_tokenization(engine, camera_images):
     tok = engine.tokenizer
     tokens, record, _, _ = _decode(engine, _setup(engine, camera_images, 1))
-    head = record["forced"].index(False)
+    head = record.forced.index(False)
     assert tokens[:head] == tok("<PLANNING>" + PLANNING_HEADER)["input_ids"][:head]
     assert tok.decode(tokens[:head]).endswith("[x, y]:")     # " [" waits for the sign
     tail = tok("]</PLANNING>")["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
-    assert tokens[-len(tail):] == tail and all(record["forced"][-len(tail):])
+    assert tokens[-len(tail):] == tail and all(record.forced[-len(tail):])
 
 
 def test_six_view_plan_costs_at_most_half_a_pass_per_emitted_token(engine, camera_images):
@@ -146,7 +146,7 @@ def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
     inputs = _setup(engine, camera_images, 1)
     engine.configure(forced_tokens=False)
     tokens, record, calls, _ = _decode(engine, inputs)
-    assert not any(record["forced"]) and record["passes"] == len(tokens) - 1
+    assert not any(record.forced) and record.passes == len(tokens) - 1
     assert len(calls) == len(tokens)                # prefill + one pass per token but the last
     result = engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
     assert result.ok and result.decode_passes == result.num_generated - 1
@@ -165,5 +165,5 @@ def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_imag
     engine.pruner = build_pruner(pruner, **options)
     for _ in range(2):          # the second plan reuses the pre-allocated cache
         static_tokens, static_record, static_calls, _ = _decode(engine, inputs)
-        assert static_tokens == tokens and static_record["passes"] == record["passes"]
+        assert static_tokens == tokens and static_record.passes == record.passes
         torch.testing.assert_close(static_calls, calls, **TOL)

@@ -125,7 +125,7 @@ def test_vispruner_splits_important_and_diverse_tokens():
     ctx = synthetic_context([64], seed=4)
     g = torch.Generator().manual_seed(5)
     attention = torch.rand(64, generator=g)
-    ctx.extras["vision"] = {VISION_KEY: [attention]}
+    ctx.extras.vision = {VISION_KEY: [attention]}
     k, ratio = 20, 0.25
     sel = build_pruner("vispruner", important_ratio=ratio).select(ctx, [k])
     important = reference_top_k(attention.numpy(), int(k * ratio))

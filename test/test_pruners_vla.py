@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pruning.base import PruneContext, ViewTokens
+from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContext, ViewTokens
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.pruning.vla_pruner import action_rows, merge_filter
 
@@ -71,8 +71,9 @@ def _official_guided(history: list[np.ndarray], decay: float) -> np.ndarray:
 def _with_history(ctx, frames, **options):
     pruner = build_pruner("vla_pruner", window=3, decay=0.8, **options)
     for i, f in enumerate(frames):
-        pruner.observe({"extras": {"timestamp": 0.5 * i}})      # no decode data: nothing stored
-        pruner.stream({}).frames.append([f])
+        # no decode data: nothing stored
+        pruner.observe(DecodeRecord([], [], 0, extras=FrameExtras(timestamp=0.5 * i)))
+        pruner.stream(FrameExtras()).frames.append([f])
     return pruner
 
 
@@ -162,7 +163,7 @@ def test_decode_attention_matches_eager_attention_weights(tiny_model_dir, engine
     engine.pruner = pruner = build_pruner("vla_pruner")
     seen = {}
     observe = pruner.observe
-    pruner.observe = lambda record: (seen.update(record), observe(record))
+    pruner.observe = lambda record: (seen.update(vars(record)), observe(record))
     engine.plan(images, extras={"timestamp": 0.0})
     (vec,) = pruner.streams["default"].frames[-1]
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar
 
 import torch
 
-from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.errors import ConfigError, InputError
 
 
 @dataclass
@@ -47,6 +47,61 @@ class ViewTokens:
 
 
 @dataclass
+class FrameExtras:
+    """
+    Per-frame side data for pruners, typed (the engine's `extras`).
+
+    foreground_masks: {camera: HxW bool} (mask_oracle); stream, timestamp (s), scene: what
+    VLA-Pruner keeps its history by; vision: what the pruner's vision_hooks yielded for this
+    frame (set by the engine).
+    """
+
+    foreground_masks: dict | None = None
+    stream: str = "default"
+    timestamp: float | None = None
+    scene: str | None = None
+    vision: Any = None
+
+    @classmethod
+    def of(cls, extras: "FrameExtras | dict | None") -> "FrameExtras":
+        """A new FrameExtras from the caller's dict or FrameExtras (which is never changed)."""
+        if extras is None:
+            return cls()
+        if isinstance(extras, FrameExtras):
+            return replace(extras)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(extras) - known)
+        if unknown:
+            raise InputError(f"unknown pruner extras {unknown}; known: {sorted(known)}")
+        return cls(**extras)
+
+
+@dataclass
+class DecodeRecord:
+    """
+    What the engine hands `observe` after a plan (temporal pruners, e.g. VLA-Pruner).
+
+    tokens: the reply's ids; forced: which of them the grammar fixed; passes: decode forwards;
+    decode_inputs: {layer: [T, D] that layer's inputs over the decode steps (or None)} for the
+    pruner's `record_decode_layers`; cache: the KV cache after decoding; sequence: the pruned
+    prefill sequence (positions [3, L], kept raster indices per view); grids: per view (rows,
+    cols); model: the VLA, to be read during `observe` and not kept.
+    """
+
+    tokens: list[int]
+    forced: list[bool]
+    passes: int
+    decode_inputs: dict = field(default_factory=dict)
+    cache: Any = None
+    sequence: Any = None
+    grids: list = field(default_factory=list)
+    cameras: tuple = ()
+    extras: FrameExtras = field(default_factory=FrameExtras)
+    model: Any = None
+    tokenizer: Any = None        # for waypoint-token rows; None = every generated token
+
+
+@dataclass
 class PruneContext:
     """Everything a scorer may read at one stage.
 
@@ -57,8 +112,8 @@ class PruneContext:
     attention: callable(query_positions [q]) -> [heads, q, L] softmax attention probabilities of
                layer `layer - 1` (causal, computed for just those rows so SDPA/Flash stay on);
                None at layer 0;
-    model: the Qwen2_5_VLForConditionalGeneration; extras: per-frame side data (e.g.
-    'foreground_masks' {camera: HxW bool}, 'stream' id, 'timestamp' seconds, vision-hook data).
+    model: the Qwen2_5_VLForConditionalGeneration (read it, do not keep it);
+    extras: this frame's FrameExtras (masks, stream, timestamp, vision-hook output).
     """
 
     layer: int
@@ -68,7 +123,7 @@ class PruneContext:
     input_ids: torch.Tensor
     model: Any
     attention: Callable[[torch.Tensor], torch.Tensor] | None = None
-    extras: dict = field(default_factory=dict)
+    extras: FrameExtras = field(default_factory=FrameExtras)
 
     @property
     def text_positions(self) -> torch.Tensor:
@@ -113,15 +168,19 @@ class Pruner:
             raise NotImplementedError(f"{self.name}: multi-stage pruners define stage_budgets")
         return [final]
 
+    def fit(self, model) -> None:
+        """Adapt to the VLA once, when the engine takes this pruner (e.g. scale layer indices
+        to its depth). Keeps no reference to `model`. Default: nothing."""
+
     def vision_hooks(self, model) -> contextlib.AbstractContextManager:
         """Context manager wrapped around the vision encoder's forward; its value (if not None)
-        is stored in ctx.extras['vision']. Default: nothing."""
+        becomes ctx.extras.vision. No other effect. Default: nothing."""
         return contextlib.nullcontext()
 
     #: LLM layers whose decode-step inputs the engine records for `observe` (VLA-Pruner).
     record_decode_layers: tuple[int, ...] = ()
 
-    def observe(self, record: dict) -> None:
+    def observe(self, record: DecodeRecord) -> None:
         """Called after each plan with what the engine recorded (temporal methods). Default: no-op."""
 
     def reset(self) -> None:

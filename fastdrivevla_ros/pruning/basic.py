@@ -50,12 +50,12 @@ def token_foreground_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.nda
 
 
 class MaskOraclePruner(Pruner):
-    """Keeps tokens with the most foreground pixels (needs extras['foreground_masks'])."""
+    """Keeps tokens with the most foreground pixels (needs extras.foreground_masks)."""
 
     name = "mask_oracle"
 
     def score(self, ctx: PruneContext) -> list[torch.Tensor]:
-        masks = ctx.extras.get("foreground_masks") or {}
+        masks = ctx.extras.foreground_masks or {}
         out = []
         for v in ctx.views:
             if v.camera not in masks:

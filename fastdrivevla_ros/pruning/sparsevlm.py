@@ -33,7 +33,6 @@ This is a HYBRID of the official versions, stated here so results are not read a
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -115,10 +114,8 @@ class SparseVLMPruner(Pruner):
         self.depth = int(depth)
         self.layers = tuple(loc + 1 for loc in scaled_locations(self.depth, self.locations))
 
-    def vision_hooks(self, model) -> contextlib.AbstractContextManager:
-        # The first per-frame call that sees the model: fit the schedule to its depth.
+    def fit(self, model) -> None:
         self.fit_depth(model.config.text_config.num_hidden_layers)
-        return contextlib.nullcontext()
 
     def stage_budgets(self, final: list[int], totals: list[int]) -> list[list[int]]:
         per_view = [layer_average_schedule(n, k, self.layers, self.depth)

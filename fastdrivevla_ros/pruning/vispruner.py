@@ -31,7 +31,7 @@ from fastdrivevla_ros.errors import ConfigError, InputError
 from fastdrivevla_ros.pruning.base import PruneContext, Pruner, Selection
 from fastdrivevla_ros.pruning.similarity import unit_rows
 
-VISION_KEY = "vispruner_attention"   # ctx.extras['vision'][VISION_KEY]: per view [N_v]
+VISION_KEY = "vispruner_attention"   # ctx.extras.vision[VISION_KEY]: per view [N_v]
 DROP_PER_ROUND = 8                   # official: at most 8 a-tokens removed per round
 
 
@@ -87,7 +87,7 @@ class VisPrunerPruner(Pruner):
         return vision_attention_hooks(model.model.visual, self.chunk_elements)
 
     def select(self, ctx: PruneContext, budgets: list[int]) -> Selection:
-        received = (ctx.extras.get("vision") or {}).get(VISION_KEY)
+        received = (ctx.extras.vision or {}).get(VISION_KEY)
         if received is None or len(received) != len(ctx.views):
             raise InputError("vispruner needs the vision encoder's attention; run it through "
                              "DrivingVLA (which installs vispruner's vision hooks)")

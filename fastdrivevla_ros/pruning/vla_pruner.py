@@ -30,7 +30,6 @@ decode-step inputs and the KV cache, so the model stays on SDPA / FlashAttention
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ import torch
 
 from fastdrivevla_ros.compat import cached_keys
 from fastdrivevla_ros.errors import ConfigError, InputError
-from fastdrivevla_ros.pruning.base import PruneContext, Pruner, Selection, top_k_indices
+from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContext, Pruner, \
+    Selection, top_k_indices
 from fastdrivevla_ros.pruning.similarity import max_min_diverse
 from fastdrivevla_ros.pruning.sparsevlm import scale_layer
 
@@ -90,7 +90,6 @@ class VLAPruner(Pruner):
         self.window, self.decay, self.max_gap_s = int(window), float(decay), float(max_gap_s)
         self.chunk_rows = int(chunk_rows)
         self.streams: dict[str, StreamHistory] = {}
-        self.model = None
         self.fit_depth(depth)
 
     # ------------------------------------------------------------------ configuration
@@ -110,22 +109,18 @@ class VLAPruner(Pruner):
     def action_layer(self) -> int:
         return self.record_decode_layers[0]
 
-    def vision_hooks(self, model) -> contextlib.AbstractContextManager:
-        # The first per-frame call that sees the model: fit the layers to it, keep it for
-        # computing decode attention in observe().
+    def fit(self, model) -> None:
         self.fit_depth(model.config.text_config.num_hidden_layers)
-        self.model = model
-        return contextlib.nullcontext()
 
     def reset(self) -> None:
         self.streams.clear()
 
     # ------------------------------------------------------------------ history
-    def stream(self, extras: dict) -> StreamHistory:
+    def stream(self, extras: FrameExtras) -> StreamHistory:
         """This frame's stream history, cleared first on a new scene or a time jump."""
-        key = str(extras.get("stream", "default"))
+        key = str(extras.stream)
         hist = self.streams.setdefault(key, StreamHistory(deque(maxlen=self.window)))
-        ts, scene = extras.get("timestamp"), extras.get("scene")
+        ts, scene = extras.timestamp, extras.scene
         jumped = (ts is not None and hist.timestamp is not None
                   and (float(ts) < hist.timestamp or float(ts) - hist.timestamp > self.max_gap_s))
         if jumped or (scene is not None and hist.scene is not None and scene != hist.scene):
@@ -156,7 +151,6 @@ class VLAPruner(Pruner):
 
     # ------------------------------------------------------------------ selection
     def select(self, ctx: PruneContext, budgets: list[int]) -> Selection:
-        self.model = ctx.model
         semantic = semantic_scores(ctx, self.chunk_rows)
         action = self.guided_action(self.stream(ctx.extras), ctx)
         kept = []
@@ -167,33 +161,33 @@ class VLAPruner(Pruner):
             kept.append(view.indices[merge_filter(semantic[v], action[v], view.embeddings, k)])
         return Selection(kept, semantic)
 
-    def observe(self, record: dict) -> None:
+    def observe(self, record: DecodeRecord) -> None:
         """After a plan: append this frame's waypoint-token attention to its stream history."""
-        extras = record.get("extras") or {}
+        extras = record.extras
         hist = self.stream(extras)
         attention = self.action_attention(record)
         if attention is not None:
             hist.frames.append(attention)
-        if extras.get("timestamp") is not None:
-            hist.timestamp = float(extras["timestamp"])
-        if extras.get("scene") is not None:
-            hist.scene = extras["scene"]
+        if extras.timestamp is not None:
+            hist.timestamp = float(extras.timestamp)
+        if extras.scene is not None:
+            hist.scene = extras.scene
 
     @torch.no_grad()
-    def action_attention(self, record: dict) -> list[torch.Tensor] | None:
+    def action_attention(self, record: DecodeRecord) -> list[torch.Tensor] | None:
         """Per view [N_v] (raster) attention of the waypoint tokens' queries at the action
         layer over that view's tokens, mean over heads and waypoint tokens (0 = pruned)."""
-        inputs = (record.get("decode_inputs") or {}).get(self.action_layer)
-        if inputs is None or len(inputs) == 0 or self.model is None:
+        inputs = record.decode_inputs.get(self.action_layer)
+        if inputs is None or len(inputs) == 0 or record.model is None:
             return None
-        rows = action_rows(record.get("tokens") or [], len(inputs), record.get("tokenizer"))
+        rows = action_rows(record.tokens, len(inputs), record.tokenizer)
         if len(rows) == 0:
             return None
-        seq = record["sequence"]
-        keys = cached_keys(record["cache"], self.action_layer)          # [1, kv, S, d]
-        probs = decode_attention(self.model, self.action_layer, inputs[rows], rows,
+        seq = record.sequence
+        keys = cached_keys(record.cache, self.action_layer)          # [1, kv, S, d]
+        probs = decode_attention(record.model, self.action_layer, inputs[rows], rows,
                                  int(seq.positions.max()) + 1, keys, len(inputs))
-        return _per_view(probs, seq, record["grids"], keys.shape[2] - len(inputs))
+        return _per_view(probs, seq, record.grids, keys.shape[2] - len(inputs))
 
 
 def semantic_scores(ctx: PruneContext, chunk_rows: int = 1024) -> list[torch.Tensor]:

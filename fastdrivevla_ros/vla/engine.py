@@ -21,7 +21,8 @@ import torch
 
 from fastdrivevla_ros.compat import cached_key_values, static_layer_fill
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.pruning.base import PruneContext, Pruner, ViewTokens, view_budgets
+from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContext, Pruner, \
+    ViewTokens, view_budgets
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
 from fastdrivevla_ros.vla.parsing import parse_planning
@@ -157,6 +158,16 @@ class DrivingVLA:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def pruner(self) -> Pruner:
+        return self._pruner
+
+    @pruner.setter
+    def pruner(self, pruner: Pruner) -> None:
+        """Take `pruner`, fitted to this model once (its depth), here rather than per frame."""
+        pruner.fit(self.model)
+        self._pruner = pruner
+
     def configure(self, **changes) -> None:
         """Change settings (validated); e.g. configure(pruning_ratio=0.5) at runtime."""
         self.settings = replace(self.settings, **changes)
@@ -169,30 +180,34 @@ class DrivingVLA:
 
     @torch.inference_mode()
     def plan(self, images: dict, history: EgoHistory | None = None,
-             extras: dict | None = None) -> PlanResult:
+             extras: FrameExtras | dict | None = None) -> PlanResult:
         """images: {camera: HxWx3 uint8 RGB}; history: past ego states (None = standing still);
         extras: side data for pruners (e.g. {'foreground_masks': {camera: HxW}})."""
+        start = time.perf_counter()
         clock = _Stopwatch(self.device)
+        extras = FrameExtras.of(extras)                  # our copy: the caller's stays as given
         with clock("preprocess"):
             inputs = self.prepare(images, history)
-        tokens, seq, record = self.generate_tokens(inputs, clock, extras or {})
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        waypoints, status, reason = parse_planning(text)
+        tokens, seq, record = self.generate_tokens(inputs, clock, extras)
+        with clock("parse"):                             # detokenise + read the waypoints
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            waypoints, status, reason = parse_planning(text)
         if self.pruner.record_decode_layers:
-            self.pruner.observe(record)
-        clock.ms["total"] = sum(clock.ms.values())
+            with clock("observe"):                       # VLA-Pruner's extra attention pass
+                self.pruner.observe(record)
+        clock.ms["total"] = (time.perf_counter() - start) * 1e3   # the plan's wall time
         views = [ViewResult(camera=cam, grid=grid, kept=seq.view_alive[v].cpu().numpy(),
-                            scores=_raster_scores(seq.scores, v, grid), image=inputs.resized[v])
+                            scores=_raster_scores(seq.scores, v), image=inputs.resized[v])
                  for v, (cam, grid) in enumerate(zip(self.settings.cameras, inputs.grids))]
         return PlanResult(waypoints=waypoints, status=status, reason=reason, text=text,
                           views=views, pruner=self.pruner.name,
                           pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
                           timings_ms=clock.ms, num_generated=len(tokens),
-                          decode_passes=record["passes"],
+                          decode_passes=record.passes,
                           view_ratios=self.settings.view_ratios)
 
     # ------------------------------------------------------------------ stages
-    def encode_images(self, inputs: ModelInputs, extras: dict) -> list[torch.Tensor]:
+    def encode_images(self, inputs: ModelInputs, extras: FrameExtras) -> list[torch.Tensor]:
         """Vision encoder + merger -> per view [N_v, D] LLM-space visual tokens."""
         visual = self.model.model.visual
         pixel_values = inputs.pixel_values.to(self.device, visual.dtype)
@@ -200,7 +215,7 @@ class DrivingVLA:
         with self.pruner.vision_hooks(self.model) as hook_data:
             out = self.model.model.get_image_features(pixel_values, grid)
         if hook_data is not None:
-            extras["vision"] = hook_data
+            extras.vision = hook_data
         return list(out.pooler_output)
 
     def rope_positions(self, inputs: ModelInputs) -> torch.Tensor:
@@ -212,7 +227,7 @@ class DrivingVLA:
             attention_mask=inputs.attention_mask.to(self.device))
         return pos[:, 0]
 
-    def generate_tokens(self, inputs: ModelInputs, clock: _Stopwatch, extras: dict):
+    def generate_tokens(self, inputs: ModelInputs, clock: _Stopwatch, extras: FrameExtras):
         """Vision, pruning, prefill and greedy decode. Returns (token ids, final sequence,
         record for temporal pruners)."""
         with clock("vision"):
@@ -236,13 +251,13 @@ class DrivingVLA:
         with clock("decode"):
             cache = self._decode_cache(cache)
             tokens, record = self.decode(logits, int(positions.max()) + 1, cache)
-        record.update(sequence=seq, extras=extras, cameras=self.settings.cameras,
-                      grids=inputs.grids)
+        record.sequence, record.extras, record.model = seq, extras, self.model
+        record.cameras, record.grids = self.settings.cameras, inputs.grids
         return tokens, seq, record
 
     def prefill(self, seq: _Sequence, stages: dict, cache, clock: _Stopwatch,
                 input_ids: torch.Tensor, embeds0: torch.Tensor, inputs: ModelInputs,
-                extras: dict) -> torch.Tensor:
+                extras: FrameExtras) -> torch.Tensor:
         """Run every decoder layer over the (shrinking) sequence; returns last-token logits."""
         bad = [k for k in stages if not 0 <= k < len(self.layers)]
         if bad:
@@ -308,8 +323,8 @@ class DrivingVLA:
                     break
             logits, n = self._feed(tokens[start:], first_position + start, cache, recorded)
             passes += n
-        record = {"decode_inputs": {i: torch.cat(v) if v else None for i, v in recorded.items()},
-                  "cache": cache, "tokens": tokens, "forced": forced, "passes": passes}
+        record = DecodeRecord(tokens, forced, passes, cache=cache, decode_inputs={
+            i: torch.cat(v) if v else None for i, v in recorded.items()})
         return tokens, record
 
     def _feed(self, ids: list[int], start: int, cache, recorded: dict):
@@ -493,7 +508,7 @@ def _scatter(scores, indices: torch.Tensor, n: int) -> torch.Tensor | None:
     return out
 
 
-def _raster_scores(all_scores: list, v: int, grid) -> np.ndarray | None:
+def _raster_scores(all_scores: list, v: int) -> np.ndarray | None:
     if v >= len(all_scores) or all_scores[v] is None:
         return None
     return all_scores[v].numpy()
