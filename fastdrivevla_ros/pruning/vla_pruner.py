@@ -21,8 +21,8 @@ Official code (MINT-SJTU/VLA-Pruner, OpenVLA `modeling_prismatic.py` / `modeling
 
 Driving adaptation: the "action tokens" are the waypoint tokens of the <PLANNING> answer (the
 numbers after "[x, y]:"; every generated token when no tokenizer is given in the record). History
-is kept per camera stream (extras['stream'], default 'default') in time order, and reset when
-the scene changes (extras['scene']) or time jumps (extras['timestamp'] going backwards or
+is kept per camera stream (extras.stream, default 'default') in time order, and reset when
+the scene changes (extras.scene) or time jumps (extras.timestamp going backwards or
 advancing more than `max_gap_s`). Layer 15 of the 32-layer Llama-2 maps to round(15 D / 32)
 for a D-layer LLM (17 for the 3B). The attention rows are computed directly from the recorded
 decode-step inputs and the KV cache, so the model stays on SDPA / FlashAttention.
