@@ -16,9 +16,10 @@ from fastdrivevla_ros.errors import ConfigError
 
 # defaults of the settings a --budgets YAML may also set (flags default to None = "not given")
 REPLAY_DEFAULTS = {"model": None, "pruner": "none", "pruner_weights": None, "untrained": False,
-                   "pruner_options": None, "pruning_ratio": 0.0, "view_ratios": None, "cameras": ["CAM_FRONT"], "max_pixels": 512 * 512,
-                   "image_size": None, "max_new_tokens": 320, "constrained": True,
-                   "forced_tokens": True, "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa"}
+                   "pruner_options": None, "pruning_ratio": 0.0, "view_ratios": None,
+                   "cameras": ["CAM_FRONT"], "max_pixels": 512 * 512, "image_size": None,
+                   "max_new_tokens": 320, "constrained": True, "forced_tokens": True,
+                   "device": "cpu", "dtype": "float32", "attn_implementation": "sdpa"}
 # node parameter (YAML) -> replay setting; image_width/image_height map to image_size
 _FROM_YAML = ("model", "pruner", "pruner_weights", "untrained", "pruner_options", "pruning_ratio",
               "view_ratios", "cameras", "max_pixels", "max_new_tokens", "constrained",
