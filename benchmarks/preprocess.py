@@ -62,7 +62,8 @@ def main() -> int:
     history = EgoHistory.stationary()
 
     def full():
-        arrays = {c: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for c, b in jpegs.items()}
+        arrays = {c: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
+                  for c, b in jpegs.items()}
         return prepare_inputs(tok, proc, list(CAMERAS), arrays, history, args.max_pixels, size)
 
     def draft():
@@ -86,10 +87,11 @@ def main() -> int:
     print("|---|---:|---:|")
     for name, v in times.items():
         print(f"| {name} | {statistics.median(v):.1f} | {min(v):.1f} |")
-    print(f"speedup (median): {statistics.median(times['full decode']) / statistics.median(times['draft decode']):.2f}x")
+    full_ms, draft_ms = (statistics.median(times[k]) for k in ("full decode", "draft decode"))
+    print(f"speedup (median): {full_ms / draft_ms:.2f}x")
     print(f"resized uint8 |diff|: mean {img_diff.mean():.2f}, max {img_diff.max()} grey levels; "
-          f"pixel_values |diff|: mean {float(pix_diff.mean()):.4f}, max {float(pix_diff.max()):.3f}"
-          f" (normalised units); same grids: {a.grids == b.grids}; "
+          f"pixel_values |diff|: mean {float(pix_diff.mean()):.4f}, "
+          f"max {float(pix_diff.max()):.3f} (normalised units); same grids: {a.grids == b.grids}; "
           f"same input_ids: {bool((a.input_ids == b.input_ids).all())}")
     return 0
 
