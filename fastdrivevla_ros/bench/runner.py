@@ -39,6 +39,7 @@ from fastdrivevla_ros.bench.measure import (MemoryProbe, NestedStages, Spread, S
 from fastdrivevla_ros.errors import ConfigError, MissingInputError
 from fastdrivevla_ros.pruning.base import Pruner
 from fastdrivevla_ros.vla.prompt import CAMERAS
+from fastdrivevla_ros.vla.settings import DEFAULTS
 
 SCHEMA_VERSION = 1
 DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.75)
@@ -337,7 +338,7 @@ def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[
 
 # ---------------------------------------------------------------------------------- run_bench
 def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS,
-              views: int = 1, max_pixels: int = 512 * 512,
+              views: int = 1, max_pixels: int = DEFAULTS["max_pixels"],
               image_size: tuple[int, int] | None = None, repeats: int = 5, warmup: int = 1,
               decode_tokens: int | None = None, device: str = "cpu", dtype: str = "float32",
               attn_implementation: str = "sdpa", pruner_options: dict | None = None,

@@ -37,11 +37,11 @@ from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
 from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult
+from fastdrivevla_ros.vla.settings import ENGINE_KEYS, PARAMETERS
 import numpy as np
 
-# runtime parameters that DrivingVLA.configure applies
-ENGINE_RUNTIME = ('pruning_ratio', 'view_ratios', 'constrained', 'forced_tokens',
-                  'max_new_tokens')
+# runtime parameters that DrivingVLA.configure applies (the schema's runtime planner settings)
+ENGINE_RUNTIME = tuple(p.name for p in PARAMETERS if p.runtime and p.name in ENGINE_KEYS)
 
 
 @dataclass

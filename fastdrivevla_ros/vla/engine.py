@@ -26,12 +26,9 @@ from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContex
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
 from fastdrivevla_ros.vla.parsing import parse_planning
-from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
+from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
-from fastdrivevla_ros.vla.settings import DEFAULTS
-
-
-DECODE_STEPS = ("dynamic", "static", "compiled")
+from fastdrivevla_ros.vla.settings import check_setting, DEFAULTS
 
 
 @dataclass
@@ -53,31 +50,18 @@ class PlannerSettings:
     decode_step: str = DEFAULTS["decode_step"]
 
     def __post_init__(self):
-        self.cameras = tuple(self.cameras)
-        if not 1 <= len(self.cameras) <= 6 or len(set(self.cameras)) != len(self.cameras):
-            raise ConfigError(f"cameras must be 1-6 distinct names, got {list(self.cameras)}")
-        bad = [c for c in self.cameras if c not in CAMERAS]
-        if bad:
-            raise ConfigError(f"unknown cameras {bad}; use {list(CAMERAS)}")
-        if not 56 * 56 <= self.max_pixels <= 4096 * 4096:
-            raise ConfigError(f"max_pixels must be in [3136, 16777216], got {self.max_pixels}")
+        """Each value checked by its schema entry, exactly as the node and the CLI check it."""
+        for name in ("cameras", "max_pixels", "pruning_ratio", "view_ratios", "max_new_tokens",
+                     "constrained", "forced_tokens", "decode_step"):
+            setattr(self, name, check_setting(name, getattr(self, name)))
         if self.image_size is not None:
-            self.image_size = tuple(int(v) for v in self.image_size)
-            if len(self.image_size) != 2 or not all(28 <= v <= 4096 for v in self.image_size):
-                raise ConfigError(f"image_size must be (w, h) in [28, 4096], got {self.image_size}")
-        for r in (self.pruning_ratio, *(self.view_ratios or ())):
-            if not 0.0 <= r < 1.0:
-                raise ConfigError(f"pruning ratios must be in [0, 1), got {r}")
-        if self.view_ratios is not None:
-            self.view_ratios = tuple(float(r) for r in self.view_ratios)
-            if len(self.view_ratios) != len(self.cameras):
-                raise ConfigError(f"{len(self.view_ratios)} view ratios for "
-                                  f"{len(self.cameras)} cameras")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise ConfigError(f"max_new_tokens must be in [1, 4096], got {self.max_new_tokens}")
-        if self.decode_step not in DECODE_STEPS:
-            raise ConfigError(f"decode_step must be one of {DECODE_STEPS}, got "
-                              f"{self.decode_step!r}")
+            self.image_size = tuple(check_setting(k, int(v)) for k, v in
+                                    zip(("image_width", "image_height"), self.image_size))
+            if len(self.image_size) != 2 or min(self.image_size) < 28:
+                raise ConfigError(f"image_size must be (w, h), each >= 28, got {self.image_size}")
+        if self.view_ratios is not None and len(self.view_ratios) != len(self.cameras):
+            raise ConfigError(f"{len(self.view_ratios)} view ratios for "
+                              f"{len(self.cameras)} cameras")
 
 
 class _Stopwatch:

@@ -233,6 +233,17 @@ DECODE_KEYS = ('constrained', 'forced_tokens', 'decode_step', 'max_new_tokens')
 ENGINE_KEYS = MODEL_KEYS + PRUNER_KEYS + INPUT_KEYS + DECODE_KEYS
 
 
+def check_setting(name: str, value: Any) -> Any:
+    """`value` of setting `name` checked by its schema entry; Python ints pass for floats."""
+    spec = SPECS[name]
+    as_float = (lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+    if spec.kind == 'float':
+        value = as_float(value)
+    elif spec.kind == 'float_list' and isinstance(value, Sequence) and not isinstance(value, str):
+        value = [as_float(v) for v in value]
+    return spec.check(value)
+
+
 def image_size(values: dict[str, Any]) -> tuple[int, int] | None:
     """Return the fixed (w, h) resize, or None to keep the aspect within max_pixels."""
     w, h = values.get('image_width') or 0, values.get('image_height') or 0

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from fastdrivevla_ros.vla.settings import DEFAULTS
+
 #: Qwen2.5-VL's tokenizer_config added_tokens_decoder: (content, special), ids from 151643 on
 ADDED_TOKENS = [
     ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
@@ -134,7 +136,7 @@ def build_config(tokenizer, preset: str = "tiny"):
         tie_word_embeddings=False)
 
 
-def build_image_processor(max_pixels: int = 512 * 512):
+def build_image_processor(max_pixels: int = DEFAULTS["max_pixels"]):
     """Qwen2-VL's image processor (PIL backend: torchvision has no CPU build here)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
