@@ -1,5 +1,4 @@
-"""The engine is transformers' Qwen2.5-VL when nothing is pruned, and keeps original M-RoPE
-positions when something is."""
+"""The engine is transformers' Qwen2.5-VL unpruned, and keeps original M-RoPE positions pruned."""
 
 import math
 
@@ -60,8 +59,11 @@ class _KeepAllAtLayer(Pruner):
 
 @pytest.mark.parametrize("layer", [1, 2])
 def test_pruning_at_layer_k_with_nothing_pruned_equals_unpruned(engine, camera_images, layer):
-    """The layer-K path (full KV before K, rebuilt rotary/mask after) changes nothing when the
-    selection keeps every token."""
+    """
+    Keep every token on the layer-K path: nothing changes.
+
+    The path keeps the full KV cache before K and rebuilds rotary embeddings and mask after.
+    """
     engine.pruner = _KeepAllAtLayer(layer)
     inputs = engine.prepare({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
     totals = [r * c for r, c in inputs.grids]
@@ -173,8 +175,11 @@ def test_unknown_pruner_is_a_config_error():
 
 
 def test_jpeg_bytes_give_the_same_model_inputs_as_decoded_arrays(engine, camera_images):
-    """JPEGs handed over undecoded are decoded at a reduced DCT scale (PIL draft mode): same
-    token grids and prompt, pixels within a grey level on average."""
+    """
+    Decode JPEGs handed over undecoded at a reduced DCT scale (PIL draft mode).
+
+    Same token grids and prompt as the decoded arrays, pixels within a grey level on average.
+    """
     import io
 
     import numpy as np

@@ -1,4 +1,5 @@
-"""Per-step logits of the engine against references built from transformers alone.
+"""
+Per-step logits of the engine against references built from transformers alone.
 
 Unpruned: transformers' own `generate(output_logits=True)`. Pruned: transformers' language
 model run on the kept embeddings at their ORIGINAL M-RoPE positions (layer-0 pruners), or on the
@@ -128,8 +129,11 @@ def _reference_layer0(model, inputs, keep):
 
 
 def _reference_layer_k(model, inputs, keep, layer):
-    """Every token through layers < K; from layer K on the pruned tokens are masked out as
-    keys (same result as dropping them); decode masks them too."""
+    """
+    Run every token through layers < K, then mask the pruned tokens out as keys.
+
+    Masking them from layer K on gives the same result as dropping them; decode masks them too.
+    """
     from transformers import DynamicCache
 
     embeds, pos = _embeddings_and_positions(model, inputs)

@@ -35,9 +35,12 @@ def _decode(engine, inputs):
 
 
 def _free_logits(record, calls, one_per_pass=False):
-    """Logits the engine chose each free token from. Batched, lm_head call 0 is the prefill
-    (unused: the header is forced) and call k >= 1 ends the pass before the k-th free token;
-    fed one token per pass, call j gives reply token j."""
+    """
+    Return the logits the engine chose each free token from.
+
+    Batched, lm_head call 0 is the prefill (unused: the header is forced) and call k >= 1 ends
+    the pass before the k-th free token; fed one token per pass, call j gives reply token j.
+    """
     free = [j for j, f in enumerate(record.forced) if not f]
     return free, calls[free] if one_per_pass else calls[1:1 + len(free)]
 
@@ -62,7 +65,7 @@ def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images,
 
 @pytest.fixture(scope="module")
 def grammar(tiny_vla):
-    """The planning grammar compiled by xgrammar directly (the engine's matcher is not used)."""
+    """Compile the planning grammar with xgrammar directly (not the engine's matcher)."""
     xgr = pytest.importorskip("xgrammar")
     model, tok, _ = tiny_vla
     info = xgr.TokenizerInfo.from_huggingface(
@@ -73,8 +76,12 @@ def grammar(tiny_vla):
 
 
 def _reference_free_choices(model, inputs, keep, tokens, grammar):
-    """transformers' language model on the kept embeddings at their original positions, then
-    the emitted tokens fed one per step; at each token, the grammar-masked argmax and logits."""
+    """
+    Run transformers' language model on the kept embeddings at their original positions.
+
+    Then feed the emitted tokens one per step; return, at each token, the grammar-masked
+    argmax and the logits.
+    """
     from transformers import DynamicCache
 
     xgr, compiled = grammar
@@ -157,8 +164,12 @@ def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
                                                         (6, "fastv", {"layer": 2}, 0.5)])
 def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_images, views,
                                                              pruner, options, ratio):
-    """Pre-allocated KV cache, fixed shapes (what decode_step='compiled' compiles): same reply.
-    After FastV-style pruning the layers' caches hold different lengths."""
+    """
+    Decode on a pre-allocated KV cache with fixed shapes: the same reply and logits.
+
+    This is the step decode_step='compiled' compiles. After FastV-style pruning the layers'
+    caches hold different lengths.
+    """
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
     tokens, record, calls, _ = _decode(engine, inputs)
     engine.configure(decode_step="static")

@@ -166,3 +166,17 @@ def test_model_load_failure_is_reported_and_frames_are_refused_not_raised(tmp_pa
     assert any(level == 'error' and 'model load failed' in m for level, m in logs)
     assert service.plan(frame_set(frames)) is None
     assert diagnostics.counts['model_unavailable'] == 1
+
+
+def test_forced_tokens_reach_diagnostics_and_switch_at_runtime(tiny_model_dir, frames):
+    """The node reports tokens emitted and decode passes; forced_tokens is a runtime switch."""
+    service, diagnostics, logs = make_service(tiny_model_dir, constrained=True,
+                                              max_new_tokens=320, pruner='none')
+    assert service.load(), logs
+    forced = service.plan(frame_set(frames)).result
+    assert forced.ok and forced.decode_passes <= 0.5 * forced.num_generated
+    assert diagnostics.last_plan['decode_passes'] == str(forced.decode_passes)
+    assert diagnostics.last_plan['num_generated'] == str(forced.num_generated)
+    service.update_config(check_update(service.config, {'forced_tokens': False}))
+    stepwise = service.plan(frame_set(frames)).result
+    assert stepwise.ok and stepwise.decode_passes == stepwise.num_generated - 1

