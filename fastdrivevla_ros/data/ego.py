@@ -49,6 +49,16 @@ def yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
 
+def step_headings(traj, min_step: float = 0.0) -> np.ndarray:
+    """traj [T, 2] -> heading [T] (rad) of each step's displacement from the previous point
+    (the ego origin for the first); 0 where the step is shorter than `min_step` (or none)."""
+    traj = np.asarray(traj, float).reshape(-1, 2)
+    d = np.diff(np.vstack([np.zeros((1, 2)), traj]), axis=0)
+    h = np.arctan2(d[:, 1], d[:, 0])
+    step = np.hypot(d[:, 0], d[:, 1])
+    return np.where((step < min_step) | (step == 0), 0.0, h)
+
+
 def rotation_2d(yaw: float) -> np.ndarray:
     c, s = math.cos(yaw), math.sin(yaw)
     return np.array([[c, -s], [s, c]])

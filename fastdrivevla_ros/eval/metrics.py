@@ -29,6 +29,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from fastdrivevla_ros.data.ego import step_headings
 from fastdrivevla_ros.errors import ConfigError, InputError
 
 EGO_LENGTH, EGO_WIDTH = 4.084, 1.85
@@ -67,13 +68,10 @@ def convention(name: str) -> Convention:
 
 
 # ------------------------------------------------------------------------------ geometry
-def headings(traj: np.ndarray, min_step: float = MIN_HEADING_STEP_M) -> np.ndarray:
-    """traj [T, 2] -> heading [T] of each step's displacement from the previous point (the
-    origin for the first); 0 where the step is shorter than `min_step` (OmniDrive)."""
-    prev = np.vstack([np.zeros((1, 2)), traj[:-1]])
-    d = traj - prev
-    h = np.arctan2(d[:, 1], d[:, 0])
-    return np.where(np.hypot(d[:, 0], d[:, 1]) < min_step, 0.0, h)
+def headings(traj: np.ndarray) -> np.ndarray:
+    """Heading [T] of each step of traj [T, 2]; 0 for steps under MIN_HEADING_STEP_M
+    (OmniDrive)."""
+    return step_headings(traj, MIN_HEADING_STEP_M)
 
 
 def box_corners(cx, cy, yaw, length, width) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdrivevla_ros.conventions import TOKEN_PX
+from fastdrivevla_ros.data.ego import step_headings
 
 
 def write_output_bag(bag, records: list[dict], out: Path, distro: str = "jazzy") -> None:
@@ -39,8 +40,7 @@ def _write_prediction(writer, frame, rec: dict) -> None:
 
     f = writer.factory
     pts = np.asarray(rec["waypoints"], float)
-    steps = np.diff(np.vstack([[0.0, 0.0], pts]), axis=0)
-    yaws = np.arctan2(steps[:, 1], steps[:, 0])
+    yaws = step_headings(pts)
     stamps = [frame.stamp_ns + int((k + 1) * 0.5e9) for k in range(len(pts))]
     writer.write(topics.PREDICTED_PATH, frame.stamp_ns,
                  f.path(frame.stamp_ns, topics.EGO_FRAME, pts, yaws, stamps))

@@ -23,10 +23,9 @@ Stamps travel as integer nanoseconds so the source frame stamp is copied exactly
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
-from fastdrivevla_ros.data.ego import yaw_quaternion
+from fastdrivevla_ros.data.ego import step_headings, yaw_quaternion
 from fastdrivevla_ros.pipeline.diagnostics import StatusReport
 from fastdrivevla_ros.pipeline.images import bgr8_fields
 from fastdrivevla_ros.vla.prompt import WAYPOINT_DT
@@ -104,12 +103,13 @@ def path_fields(result: PlanResult, stamp_ns: int, frame_id: str) -> dict[str, A
     header = header_fields(stamp_ns, frame_id)
     if not result.ok:
         return {'header': header, 'poses': []}
-    pts = np.vstack([[0.0, 0.0], np.asarray(result.waypoints, dtype=float)])
+    waypoints = np.asarray(result.waypoints, dtype=float)
+    pts = np.vstack([[0.0, 0.0], waypoints])
+    steps = step_headings(waypoints)          # heading of the step into each waypoint
+    yaws = [*steps, steps[-1]]                # each pose faces its next step; the last its own
     poses = []
-    for i, (x, y) in enumerate(pts):
-        a, b = (pts[i], pts[i + 1]) if i + 1 < len(pts) else (pts[i - 1], pts[i])
-        yaw = math.atan2(b[1] - a[1], b[0] - a[0]) if np.any(b != a) else 0.0
-        pose = {'position': _point(x, y), 'orientation': _yaw_quaternion(yaw)}
+    for (x, y), yaw in zip(pts, yaws):
+        pose = {'position': _point(x, y), 'orientation': _yaw_quaternion(float(yaw))}
         poses.append({'header': header, 'pose': pose})
     return {'header': header, 'poses': poses}
 

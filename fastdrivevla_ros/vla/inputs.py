@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastdrivevla_ros.conventions import TOKEN_PX
 from fastdrivevla_ros.errors import InputError
 from fastdrivevla_ros.vla.prompt import EgoHistory, build_messages
 
 IMAGE_PAD = "<|image_pad|>"
-TOKEN_PX = 28
 MIN_PIXELS = 56 * 56
 MAX_PROCESSOR_PIXELS = 12_845_056   # Qwen2.5-VL hub default
 
