@@ -14,7 +14,8 @@ from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
 
 # commands whose settings come from the schema, with the arguments they need
 SETTINGS_COMMANDS = {"replay": ["BAG", "--out", "RUN"], "search-budgets": ["BAG", "--out", "O"],
-                     "plan": [], "demo": ["--untrained"], "bench": ["--out", "O"]}
+                     "plan": [], "demo": ["--untrained"], "bench": ["--out", "O"],
+                     "train-pruner": ["--data", "D", "--out", "O"]}
 
 
 def _args(command: str, argv: list[str]):
@@ -46,7 +47,7 @@ def test_node_defaults_equal_cli_defaults_equal_planner_settings(command):
     node = validate_config({"model": "m"}).as_dict()
     args = _args(command, SETTINGS_COMMANDS[command])
     names = [k for k in ENGINE_KEYS if hasattr(args, k) or k == "image_height"]
-    assert "max_new_tokens" in names and "--config" in _help(command)
+    assert "max_pixels" in names and "--config" in _help(command)
     cli = resolve_settings(args, names)
     same = [k for k in names if k != "model" and k not in args._presets
             and getattr(args, k, None) is None]

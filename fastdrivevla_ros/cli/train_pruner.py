@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.errors import ConfigError
+
+TRAIN_SETTINGS = ("model", "max_pixels", "image_width", "image_height")
+
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from fastdrivevla_ros.data.splits import SPLITS
     from fastdrivevla_ros.training import MODES
-    from fastdrivevla_ros.vla.settings import DEFAULTS
-
-    p.add_argument("--model", required=True, help="the VLA (Qwen2.5-VL checkpoint dir or hub id) "
-                   "whose vision encoder feeds the pruner and whose LLM layers initialise it")
     p.add_argument("--data", required=True, help="folder of images (or a nuScenes dataroot: "
                    "its samples/ are used)")
     p.add_argument("--masks", action="append", default=None, metavar="DIR",
@@ -24,10 +25,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "by .png>, nonzero = foreground; repeat to OR several (default: DATA/masks)")
     p.add_argument("--out", required=True, help="output ReconPruner directory (resumes if it "
                    "holds checkpoints)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULTS["max_pixels"],
-                   help="training resolution cap (the VLA's max_pixels)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), default=None,
-                   help="fixed resize instead of --max-pixels (e.g. 1596 1596)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training images")
     p.add_argument("--max-steps", type=int, default=None,
                    help="total optimizer steps (overrides --epochs for the schedule)")
@@ -97,16 +94,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="at every checkpoint, draw N images (held-out first) as image | mask | "
                    "kept tokens | both reconstructions into OUT/previews/step-N.png; 0: none")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # the VLA and its input resolution: train at what the node and `replay --config` run
+    add_settings(p, TRAIN_SETTINGS, required=("model",), help_overrides={
+        "model": "the VLA (Qwen2.5-VL checkpoint dir or hub id) whose vision encoder feeds the "
+                 "pruner and whose LLM layers initialise it",
+        "max_pixels": "training resolution cap (the VLA's max_pixels)"})
 
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from fastdrivevla_ros.training.trainer import TrainConfig, train
+    from fastdrivevla_ros.vla.settings import image_size
 
-    # flags are named after TrainConfig fields; the three negative switches are mapped here
+    values = resolve_settings(args, TRAIN_SETTINGS)
+    if not values["model"]:
+        raise ConfigError("--model is required (or a --config that sets model)")
+    # flags are named after TrainConfig fields; the schema's and the negative switches mapped
     special = {"masks": tuple(args.masks or ()), "resume": not args.no_resume,
-               "progress": not args.no_progress}
+               "progress": not args.no_progress, "model": values["model"],
+               "max_pixels": values["max_pixels"], "image_size": image_size(values)}
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                if f.name not in special and hasattr(args, f.name)}
     summary = train(TrainConfig(**options, **special))
