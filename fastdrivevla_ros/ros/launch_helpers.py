@@ -21,7 +21,7 @@ value), so a parameter file written by `fastdrivevla search-budgets` is not sile
 The nodes are built in OpaqueFunctions because that choice needs the arguments' values.
 """
 
-from fastdrivevla_ros.pipeline.params import launch_value
+from fastdrivevla_ros.pipeline.params import launch_value, SPECS
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -30,26 +30,23 @@ from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = 'fastdrivevla_ros'
 
-# launch arguments that override a drive node parameter: name, description
-NODE_ARGUMENTS = (
-    ('model', 'Qwen2.5-VL checkpoint directory or hub id'),
-    ('pruner', 'visual-token pruner (fastdrivevla plan --list-pruners)'),
-    ('pruner_weights', 'trained pruner weights directory'),
-    ('untrained', 'true: a learned pruner (recon) without weights, random scores (tests)'),
-    ('pruner_options', 'pruner options as a JSON object, e.g. {"layer": 3} for fastv'),
-    ('pruning_ratio', 'fraction of visual tokens pruned, [0.0, 0.99]'),
-    ('camera_namespace', 'camera topics: NAMESPACE/CAMERA/image_rect/compressed'),
-    ('device', 'auto | cpu | cuda | cuda:N'),
-    ('use_sim_time', 'use /clock (true when playing a bag with --clock)'),
-)
+# launch arguments that override a drive node parameter (described by the settings schema)
+NODE_ARGUMENTS = ('model', 'pruner', 'pruner_weights', 'untrained', 'pruner_options',
+                  'pruning_ratio', 'camera_namespace', 'device', 'use_sim_time')
+USE_SIM_TIME = 'use /clock (true when playing a bag with --clock)'
+
+
+def describe(name: str) -> str:
+    """Return the launch argument's description: the schema's, or rclpy's use_sim_time."""
+    return USE_SIM_TIME if name == 'use_sim_time' else SPECS[name].description
 
 
 def declare_arguments(**defaults: str) -> list:
     """Return DeclareLaunchArgument actions; `defaults` sets default values by name."""
     share = FindPackageShare(PACKAGE)
     actions = [DeclareLaunchArgument(name, default_value=defaults.get(name, ''),
-                                     description=f"{description} ('' = params_file's value)")
-               for name, description in NODE_ARGUMENTS]
+                                     description=f"{describe(name)} ('' = params_file's value)")
+               for name in NODE_ARGUMENTS]
     actions.append(DeclareLaunchArgument(
         'params_file', default_value=PathJoinSubstitution([share, 'config', 'drive.yaml']),
         description='drive node parameter file (given launch arguments override it)'))
@@ -62,7 +59,7 @@ def declare_arguments(**defaults: str) -> list:
 def node_overrides(context) -> dict:
     """Return {parameter: value} for the launch arguments given a non-empty value."""
     overrides = {}
-    for name, _ in NODE_ARGUMENTS:
+    for name in NODE_ARGUMENTS:
         text = LaunchConfiguration(name).perform(context)
         if text != '':
             overrides[name] = launch_value(name, text)   # ConfigError names the argument
