@@ -41,6 +41,12 @@ def test_shipped_drive_yaml_lists_every_parameter_and_validates():
     assert config.topic('CAM_FRONT') == 'cameras/CAM_FRONT/image_rect/compressed'
 
 
+def test_shipped_drive_yaml_syncs_the_six_nuscenes_cameras():
+    values = load_parameter_file(REPO / 'config' / 'drive.yaml')
+    assert values['cameras'] == ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_BACK',
+                                 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
+
+
 def test_shipped_drive_yaml_without_model_fails_with_actionable_message():
     values = load_parameter_file(REPO / 'config' / 'drive.yaml')
     with pytest.raises(ConfigError, match='model: required.*make-tiny-model'):
