@@ -13,9 +13,9 @@ the logits and the tokens.
 import pytest
 import torch
 
+from _decode_probe import decode_with_logits
 from fastdrivevla_ros.pruning.base import Pruner, Selection
 from fastdrivevla_ros.pruning.registry import build_pruner
-from fastdrivevla_ros.vla.engine import _Stopwatch
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 HISTORY = EgoHistory([EgoState(-2.0, 0.1, 4.0, (0.2, 0.0), 0.01), EgoState(0.0, 0.0, 4.1)])
@@ -38,18 +38,6 @@ class _KeepAllAtLayer(Pruner):
         return Selection([v.indices.clone() for v in ctx.views], [None] * len(ctx.views))
 
 
-def _run_engine(engine, inputs):
-    """(tokens, kept sequence indices, logits of every lm_head call [steps, V])."""
-    seen = []
-    handle = engine.model.lm_head.register_forward_hook(
-        lambda mod, args, out: seen.append(out.detach().reshape(-1, out.shape[-1])[-1].clone()))
-    try:
-        tokens, seq, _ = engine.generate_tokens(inputs, _Stopwatch(engine.device), {})
-    finally:
-        handle.remove()
-    return tokens, seq.alive, torch.stack(seen)
-
-
 def _setup(engine, camera_images, views, **settings):
     cams = CAMERAS[:views]
     size = (168, 112) if views == 1 else (112, 112)    # inputs whose greedy replies vary
@@ -68,7 +56,7 @@ def _reference_generate(model, inputs):
 @pytest.mark.parametrize("views", [1, 6])
 def test_ratio_zero_step_logits_match_transformers_generate(engine, camera_images, views):
     inputs = _setup(engine, camera_images, views)
-    tokens, _, logits = _run_engine(engine, inputs)
+    tokens, _, logits, _ = decode_with_logits(engine, inputs)
     ref_tokens, ref_logits = _reference_generate(engine.model, inputs)
     assert len(set(ref_tokens)) >= 8, "the reference loops; the test could not see a bug"
     assert tokens == ref_tokens
@@ -80,7 +68,7 @@ def test_layer_k_path_keeping_everything_matches_transformers_generate(engine, c
                                                                        layer):
     engine.pruner = _KeepAllAtLayer(layer)
     inputs = _setup(engine, camera_images, 6, pruning_ratio=0.5)
-    tokens, alive, logits = _run_engine(engine, inputs)
+    tokens, _, logits, alive = decode_with_logits(engine, inputs)
     assert len(alive) == inputs.input_ids.shape[1]
     ref_tokens, ref_logits = _reference_generate(engine.model, inputs)
     assert tokens == ref_tokens
@@ -169,7 +157,7 @@ def test_pruned_prefill_and_decode_match_the_language_model_on_kept_tokens(
         engine, camera_images, name, options, views):
     engine.pruner = build_pruner(name, **options)
     inputs = _setup(engine, camera_images, views, pruning_ratio=0.4)
-    tokens, alive, logits = _run_engine(engine, inputs)
+    tokens, _, logits, alive = decode_with_logits(engine, inputs)
     assert len(alive) < inputs.input_ids.shape[1]             # something was pruned
     layer = engine.pruner.layers[0]
     with torch.no_grad():

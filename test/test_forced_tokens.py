@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from _decode_probe import decode_with_logits
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.constrained import planning_grammar
-from fastdrivevla_ros.vla.engine import _Stopwatch
 from fastdrivevla_ros.vla.prompt import CAMERAS, PLANNING_HEADER, EgoHistory, EgoState
 
 HISTORY = EgoHistory([EgoState(-2.0, 0.1, 4.0, (0.2, 0.0), 0.01), EgoState(0.0, 0.0, 4.1)])
@@ -20,18 +20,6 @@ def _setup(engine, camera_images, views, pruner="none", options=None, ratio=0.0)
     engine.configure(cameras=cams, image_size=(112, 112), max_new_tokens=320, constrained=True,
                      pruning_ratio=ratio)
     return engine.prepare({c: camera_images[c] for c in cams}, HISTORY)
-
-
-def _decode(engine, inputs):
-    """(tokens, record, logits of every lm_head call [calls, V], kept sequence indices)."""
-    seen = []
-    handle = engine.model.lm_head.register_forward_hook(
-        lambda mod, args, out: seen.append(out.detach().reshape(-1, out.shape[-1])[-1].clone()))
-    try:
-        tokens, seq, record = engine.generate_tokens(inputs, _Stopwatch(engine.device), {})
-    finally:
-        handle.remove()
-    return tokens, record, torch.stack(seen), seq.alive
 
 
 def _free_logits(record, calls, one_per_pass=False):
@@ -50,10 +38,10 @@ def _free_logits(record, calls, one_per_pass=False):
 def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images, views, pruner,
                                                           options, ratio):
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, _ = _decode(engine, inputs)
+    tokens, record, calls, _ = decode_with_logits(engine, inputs)
     engine.batch_forced = False
     engine.pruner = build_pruner(pruner, **options)       # the same selection again
-    one_tokens, one_record, one_calls, _ = _decode(engine, inputs)
+    one_tokens, one_record, one_calls, _ = decode_with_logits(engine, inputs)
     assert tokens == one_tokens and record.forced == one_record.forced
     assert len(one_calls) == one_record.passes + 1 and len(calls) == record.passes + 1
     assert one_record.passes > 2 * record.passes
@@ -119,7 +107,7 @@ def _reference_free_choices(model, inputs, keep, tokens, grammar):
 def test_free_choices_match_an_independent_reference_under_the_grammar(
         engine, camera_images, grammar, views, pruner, options, ratio):
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, keep = _decode(engine, inputs)
+    tokens, record, calls, keep = decode_with_logits(engine, inputs)
     with torch.no_grad():
         choices, ref_logits = _reference_free_choices(engine.model, inputs, keep, tokens,
                                                       grammar)
@@ -133,7 +121,7 @@ def test_free_choices_match_an_independent_reference_under_the_grammar(
 
 def test_forced_strings_use_the_canonical_tokenization(engine, camera_images):
     tok = engine.tokenizer
-    tokens, record, _, _ = _decode(engine, _setup(engine, camera_images, 1))
+    tokens, record, _, _ = decode_with_logits(engine, _setup(engine, camera_images, 1))
     head = record.forced.index(False)
     assert tokens[:head] == tok("<PLANNING>" + PLANNING_HEADER)["input_ids"][:head]
     assert tok.decode(tokens[:head]).endswith("[x, y]:")     # " [" waits for the sign
@@ -152,7 +140,7 @@ def test_six_view_plan_costs_at_most_half_a_pass_per_emitted_token(engine, camer
 def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
     inputs = _setup(engine, camera_images, 1)
     engine.configure(forced_tokens=False)
-    tokens, record, calls, _ = _decode(engine, inputs)
+    tokens, record, calls, _ = decode_with_logits(engine, inputs)
     assert not any(record.forced) and record.passes == len(tokens) - 1
     assert len(calls) == len(tokens)                # prefill + one pass per token but the last
     result = engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
@@ -171,10 +159,10 @@ def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_imag
     caches hold different lengths.
     """
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, _ = _decode(engine, inputs)
+    tokens, record, calls, _ = decode_with_logits(engine, inputs)
     engine.configure(decode_step="static")
     engine.pruner = build_pruner(pruner, **options)
     for _ in range(2):          # the second plan reuses the pre-allocated cache
-        static_tokens, static_record, static_calls, _ = _decode(engine, inputs)
+        static_tokens, static_record, static_calls, _ = decode_with_logits(engine, inputs)
         assert static_tokens == tokens and static_record.passes == record.passes
         torch.testing.assert_close(static_calls, calls, **TOL)
