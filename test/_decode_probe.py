@@ -17,3 +17,21 @@ def decode_with_logits(engine, inputs):
     finally:
         handle.remove()
     return tokens, record, torch.stack(seen), seq.alive
+
+
+def reference_embeddings_and_positions(model, inputs):
+    """
+    Return E [L, D] and P [3, L] built from transformers alone (no engine code).
+
+    E: text embeddings with the image features in the image slots; P: get_rope_index's
+    original 3D M-RoPE positions.
+    """
+    m = model.model
+    features = m.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output
+    ids = inputs.input_ids[0]
+    embeds = m.language_model.embed_tokens(ids).clone()
+    embeds[ids == model.config.image_token_id] = torch.cat(list(features))
+    pos, _ = m.get_rope_index(inputs.input_ids, mm_token_type_ids=inputs.mm_token_type_ids,
+                              image_grid_thw=inputs.image_grid_thw,
+                              attention_mask=inputs.attention_mask)
+    return embeds, pos[:, 0]

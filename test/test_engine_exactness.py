@@ -13,7 +13,7 @@ the logits and the tokens.
 import pytest
 import torch
 
-from _decode_probe import decode_with_logits
+from _decode_probe import decode_with_logits, reference_embeddings_and_positions
 from fastdrivevla_ros.pruning.base import Pruner, Selection
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
@@ -76,19 +76,6 @@ def test_layer_k_path_keeping_everything_matches_transformers_generate(engine, c
 
 
 # ------------------------------------------------------------------ independent reference
-def _embeddings_and_positions(model, inputs):
-    """E [L, D] (text embeddings, image features in the image slots), P [3, L]."""
-    m = model.model
-    features = m.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output
-    ids = inputs.input_ids[0]
-    embeds = m.language_model.embed_tokens(ids).clone()
-    embeds[ids == model.config.image_token_id] = torch.cat(list(features))
-    pos, _ = m.get_rope_index(inputs.input_ids, mm_token_type_ids=inputs.mm_token_type_ids,
-                              image_grid_thw=inputs.image_grid_thw,
-                              attention_mask=inputs.attention_mask)
-    return embeds, pos[:, 0]
-
-
 def _reference_greedy(model, first_out, cache, first_position, step_mask=None):
     """Greedy decode with transformers' language model on its own cache."""
     lm = model.model.language_model
@@ -108,7 +95,7 @@ def _reference_layer0(model, inputs, keep):
     """language_model(inputs_embeds=E[keep], position_ids=P[:, keep]), then decode."""
     from transformers import DynamicCache
 
-    embeds, pos = _embeddings_and_positions(model, inputs)
+    embeds, pos = reference_embeddings_and_positions(model, inputs)
     cache = DynamicCache(config=model.config.text_config)
     out = model.model.language_model(inputs_embeds=embeds[keep][None],
                                      position_ids=pos[:, None, keep], cache=cache,
@@ -124,7 +111,7 @@ def _reference_layer_k(model, inputs, keep, layer):
     """
     from transformers import DynamicCache
 
-    embeds, pos = _embeddings_and_positions(model, inputs)
+    embeds, pos = reference_embeddings_and_positions(model, inputs)
     n = len(embeds)
     kept = torch.zeros(n, dtype=torch.bool)
     kept[keep] = True

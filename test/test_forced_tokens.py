@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from _decode_probe import decode_with_logits
+from _decode_probe import decode_with_logits, reference_embeddings_and_positions
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.constrained import planning_grammar
 from fastdrivevla_ros.vla.prompt import CAMERAS, PLANNING_HEADER, EgoHistory, EgoState
@@ -73,17 +73,10 @@ def _reference_free_choices(model, inputs, keep, tokens, grammar):
     from transformers import DynamicCache
 
     xgr, compiled = grammar
-    m = model.model
-    features = m.get_image_features(inputs.pixel_values, inputs.image_grid_thw).pooler_output
-    ids = inputs.input_ids[0]
-    embeds = m.language_model.embed_tokens(ids).clone()
-    embeds[ids == model.config.image_token_id] = torch.cat(list(features))
-    pos, _ = m.get_rope_index(inputs.input_ids, mm_token_type_ids=inputs.mm_token_type_ids,
-                              image_grid_thw=inputs.image_grid_thw,
-                              attention_mask=inputs.attention_mask)
+    embeds, pos = reference_embeddings_and_positions(model, inputs)
     cache = DynamicCache(config=model.config.text_config)
-    lm = m.language_model
-    out = lm(inputs_embeds=embeds[keep][None], position_ids=pos[:, :, keep], cache=cache,
+    lm = model.model.language_model
+    out = lm(inputs_embeds=embeds[keep][None], position_ids=pos[:, None, keep], cache=cache,
              use_cache=True)
     matcher = xgr.GrammarMatcher(compiled)
     bitmask = xgr.allocate_token_bitmask(1, model.config.text_config.vocab_size)
