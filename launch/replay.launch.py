@@ -89,7 +89,7 @@ def _nodes(context) -> list:
                      event=Shutdown(reason='the evaluator did not finish in time'))])]))
     evaluated = RegisterEventHandler(OnProcessExit(
         target_action=evaluator,
-        on_exit=[EmitEvent(event=Shutdown(reason='evaluation written'))]))
+        on_exit=[EmitEvent(event=Shutdown(reason='the evaluator exited'))]))
     return [evaluator, drive, start_bag_when_model_ready(drive, bag_play), bag_done, evaluated,
             *rviz_nodes(context)]
 

@@ -17,6 +17,7 @@
 import json
 
 from fastdrivevla_ros.data.bag_reader import PlanningTarget
+from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pipeline.evaluation import (
     Keyframe, result_from_trajectory, StreamEvaluator)
 from fastdrivevla_ros.pipeline.messages import trajectory_fields
@@ -34,11 +35,11 @@ def keyframe(k: int) -> Keyframe:
     return Keyframe(T0 + k * S // 2, target, 'scene-token', 'scene-0916', k)
 
 
-def plan_result(dx: float) -> dict:
+def plan_result(dx: float, pruner: str = 'random', ratio: float = 0.5) -> dict:
     """Return a published plan offset by dx metres forward from the ground truth."""
     result = PlanResult(waypoints=FUTURE + [dx, 0.0], status='ok', text='<PLANNING>',
                         views=[ViewResult('CAM_FRONT', (2, 3), np.arange(3))],
-                        pruner='random', pruning_ratio=0.5,
+                        pruner=pruner, pruning_ratio=ratio,
                         timings_ms={'vision': 10.0, 'prefill': 20.0, 'decode': 30.0,
                                     'total': 60.0}, num_generated=40)
     return result_from_trajectory(trajectory_fields(result, T0, 'base_link', latency_ms=90.0))
@@ -161,7 +162,7 @@ def test_predictions_are_on_disk_as_they_settle_and_a_restart_resumes(tmp_path, 
     lines = (run / 'predictions.jsonl').read_text().splitlines()
     assert [json.loads(line)['token'] for line in lines] == ['kf0', 'kf1']   # before finish
     assert not (run / 'metrics.json').exists()
-    # killed here; a rerun into the same directory resumes and the bag plays on
+    ev.close()               # killed here (the lock goes with the process); a rerun resumes
     again = StreamEvaluator(run, tolerance_s=0.1)
     again.ground_truth_message(gt_message(ts, 1))        # already scored: not twice
     again.ground_truth_message(gt_message(ts, 2))
@@ -170,6 +171,107 @@ def test_predictions_are_on_disk_as_they_settle_and_a_restart_resumes(tmp_path, 
     assert metrics['samples'] == 3 and metrics['missing_predictions'] == 0
     shard = json.loads((run / 'shard.json').read_text())
     assert shard['expected'] == ['kf0', 'kf1', 'kf2'] and shard['complete']
+
+
+# ---------------------------------------------------------------- one run per folder
+def _fake_bag(tmp_path):
+    """A bag directory as far as its identity goes (run_folder.bag_id reads metadata.yaml)."""
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information:\n  message_count: 12\n')
+    return bag
+
+
+def _scored_run(run, **kwargs):
+    """Return an evaluator (still open) that scored keyframe 0 with a random@0.5 plan."""
+    ev = StreamEvaluator(run, tolerance_s=0.1, **kwargs)
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0 + 10_000_000, plan_result(1.0))
+    ev.add_plan(T0 + S, plan_result(1.0))                   # settles keyframe 0
+    assert list(ev.store.records) == ['kf0']
+    return ev
+
+
+def test_the_manifest_is_written_at_the_first_plan_before_any_prediction(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1, model='/models/impromptu-vla')
+    ev.add_keyframe(keyframe(0))
+    ev.add_plan(T0 + 10_000_000, plan_result(1.0))          # kf0 not settled yet
+    assert not ev.store.records
+    shard = json.loads((tmp_path / 'run' / 'shard.json').read_text())
+    assert (shard['source'], shard['pruner'], shard['pruning_ratio']) == \
+        ('ros replay_evaluator', 'random', 0.5)
+    assert shard['settings']['cameras'] == ['CAM_FRONT'] and shard['complete'] is False
+    assert shard['model'] == '/models/impromptu-vla' and 'dtype' in shard['not_published']
+    ev.close()
+
+
+def test_a_resume_with_other_settings_is_refused_and_nothing_written(tmp_path):
+    run = tmp_path / 'run'
+    _scored_run(run).close()                                 # killed after one keyframe
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    again = StreamEvaluator(run, tolerance_s=0.1)
+    again.add_keyframe(keyframe(1))
+    with pytest.raises(ConfigError, match="holds a different run .*pruner: 'random' != 'fastv'"):
+        again.add_plan(T0 + S // 2 + 10_000_000, plan_result(1.0, 'fastv', 0.3))
+    assert again.finish() is None
+    again.close()
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_plan_with_settings_changed_at_runtime_is_skipped_not_mixed_in(tmp_path):
+    ev = _scored_run(tmp_path / 'run')
+    ev.add_keyframe(keyframe(3))
+    skipped = ev.add_plan(T0 + 3 * S // 2, plan_result(1.0, 'random', 0.75))
+    assert "pruning_ratio: 0.5 != 0.75" in skipped
+    metrics = ev.finish()
+    assert metrics['plans_with_other_settings'] == 1 and metrics['pruning_ratios_seen'] == [0.5]
+    assert ev.missing == ['kf3'] and list(ev.store.records) == ['kf0']
+
+
+def test_a_second_evaluator_on_a_held_folder_is_refused(tmp_path):
+    run = tmp_path / 'run'
+    first = _scored_run(run)
+    with pytest.raises(ConfigError, match='being written by another replay or replay evaluator'):
+        StreamEvaluator(run, tolerance_s=0.1)
+    first.add_keyframe(keyframe(2))                          # the first goes on untouched
+    first.add_plan(T0 + S + 10_000_000, plan_result(1.0))
+    assert first.finish()['samples'] == 2
+    first.close()
+    StreamEvaluator(run, tolerance_s=0.1).close()            # released: resumable again
+
+
+def test_a_cli_replay_folder_is_refused_by_the_evaluator(tmp_path):
+    from fastdrivevla_ros.eval.replay import run_manifest
+    from fastdrivevla_ros.eval.run_folder import open_run_folder
+
+    bag, run = _fake_bag(tmp_path), tmp_path / 'run'
+    with open_run_folder(run, run_manifest(bag, (0, 1))):   # `fastdrivevla replay --out run`
+        pass
+    with pytest.raises(ConfigError, match="source: 'fastdrivevla replay' != 'ros replay_eval"):
+        StreamEvaluator(run, tolerance_s=0.1, bag=str(bag))
+    assert sorted(p.name for p in run.iterdir()) == ['.lock', 'shard.json']
+
+
+def test_the_cli_replay_refuses_an_evaluator_folder(tmp_path):
+    from fastdrivevla_ros.eval.replay import run_manifest
+    from fastdrivevla_ros.eval.run_folder import check_not_busy, open_run_folder
+
+    bag, run = _fake_bag(tmp_path), tmp_path / 'run'
+    ev = _scored_run(run, bag=str(bag))
+    with pytest.raises(ConfigError, match='being written by another replay'):
+        check_not_busy(run)                                  # `replay` while the node runs
+    ev.close()
+    with pytest.raises(ConfigError, match="source: 'ros replay_evaluator' != 'fastdrivevla"):
+        with open_run_folder(run, run_manifest(bag, (0, 1))):
+            pass
+
+
+def test_an_evaluator_that_never_got_a_plan_leaves_no_folder(tmp_path):
+    ev = StreamEvaluator(tmp_path / 'run', tolerance_s=0.1)
+    ev.add_keyframe(keyframe(0))                             # the drive node never planned
+    assert ev.finish() is None
+    ev.close()
+    assert not (tmp_path / 'run').exists()
 
 
 def test_idle_watch_runs_on_its_own_clock_and_arms_on_the_first_message():

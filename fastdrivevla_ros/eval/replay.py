@@ -22,6 +22,7 @@ from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, ope
 from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
 
 GT_PRUNER = "ground_truth"
+SOURCE = "fastdrivevla replay"       # the manifest's writer (the ROS evaluator's differs)
 
 
 def run_manifest(bag, shard: tuple[int, int], *, model: str = "", dtype: str = "",
@@ -36,8 +37,8 @@ def run_manifest(bag, shard: tuple[int, int], *, model: str = "", dtype: str = "
 
     ratio = 0.0 if keeps_all or settings is None else float(settings.pruning_ratio)
     return json.loads(json.dumps({
-        "bag": str(Path(bag).resolve()), "bag_id": bag_id(bag), "shard": list(shard),
-        "model": str(model), "dtype": dtype, "pruner": pruner,
+        "source": SOURCE, "bag": str(Path(bag).resolve()), "bag_id": bag_id(bag),
+        "shard": list(shard), "model": str(model), "dtype": dtype, "pruner": pruner,
         "pruner_options": pruner_options or {}, "pruning_ratio": ratio,
         "settings": asdict(settings) if settings is not None else {},
         "code_version": code_version()}))

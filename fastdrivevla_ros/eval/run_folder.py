@@ -2,10 +2,13 @@
 
 The manifest (every setting a prediction depends on: model, dtype, pruner and its options,
 ratios and per-view budgets, cameras, resolution, grammar, decode settings, code version, bag
-identity, shard) is written to shard.json BEFORE the first prediction. Resuming a folder with
-anything different is refused and nothing is written. One writer at a time: an exclusive
-`filelock` lock on RUN/.lock (a second replay into the folder fails at once). A folder this
-process created is removed again if the run fails before its first prediction.
+identity, shard, and which program wrote it) is written to shard.json BEFORE the first
+prediction. Resuming a folder with anything different is refused and nothing is written. One
+writer at a time: an exclusive `filelock` lock on RUN/.lock (a second replay, or a replay and
+the ROS replay evaluator, into one folder: the second fails at once). A folder this process
+created is removed again if the run fails before its first prediction. `open_run_folder` is the
+whole life of a CLI run; a long-lived writer (pipeline/evaluation.py) uses its parts
+(`check_resumable`, `lock_run_folder`, `claim`) directly.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from fastdrivevla_ros.errors import ConfigError, DataError
 MANIFEST = "shard.json"          # the manifest, plus coverage (expected, complete) at the end
 LOCK = ".lock"
 # what must match between a run and its resumption (and between the shards of one merge)
-MANIFEST_KEYS = ("bag_id", "shard", "model", "dtype", "pruner", "pruner_options",
+MANIFEST_KEYS = ("source", "bag_id", "shard", "model", "dtype", "pruner", "pruner_options",
                  "pruning_ratio", "settings", "code_version")
 
 
@@ -92,10 +95,10 @@ def bag_id(bag) -> str:
                         "written by `fastdrivevla convert`?") from e
 
 
-def manifest_differences(old: dict, new: dict) -> list[str]:
+def manifest_differences(old: dict, new: dict, keys=MANIFEST_KEYS) -> list[str]:
     """'key: old (in the folder) != new (now)' for every manifest key that differs."""
     out = []
-    for key in MANIFEST_KEYS:
+    for key in keys:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{key}.{k}: {a.get(k)!r} != {b.get(k)!r}"
@@ -116,40 +119,54 @@ def read_manifest(run_dir) -> dict | None:
                         "folder") from e
 
 
-def check_resumable(run_dir, manifest: dict) -> None:
-    """Raise ConfigError naming every difference if `run_dir` holds another run."""
+def check_resumable(run_dir, manifest: dict, keys=MANIFEST_KEYS) -> None:
+    """Raise ConfigError naming every difference if `run_dir` holds another run.
+
+    keys: the manifest keys to compare (a writer that learns its settings late checks the
+    ones it knows first)."""
     run_dir = Path(run_dir)
     old = read_manifest(run_dir)
     if old is None:
         if (run_dir / "predictions.jsonl").is_file():
             raise ConfigError(f"{run_dir} has predictions but no {MANIFEST} (an older or "
-                              "foreign run); use another --out")
+                              "foreign run); use another output folder")
         return
-    diff = manifest_differences(old, manifest)
+    diff = manifest_differences(old, manifest, keys)
     if diff:
         raise ConfigError(f"{run_dir} holds a different run (folder != now: "
                           f"{'; '.join(diff)}); resume with the same settings or use another "
-                          "--out")
+                          "output folder")
 
 
 def _busy(run_dir: Path) -> ConfigError:
-    return ConfigError(f"{run_dir} is being written by another replay (lock {run_dir / LOCK} "
-                       "is held); wait for it to finish or use another --out")
+    return ConfigError(f"{run_dir} is being written by another replay or replay evaluator "
+                       f"(lock {run_dir / LOCK} is held); wait for it to finish or use another "
+                       "output folder")
 
 
 def check_not_busy(run_dir) -> None:
     """Raise ConfigError if another process holds the folder's lock (a cheap early check)."""
+    if (Path(run_dir) / LOCK).exists():
+        lock_run_folder(run_dir).release()
+
+
+def lock_run_folder(run_dir):
+    """Take the folder's exclusive lock (no waiting) and return it; release() frees it."""
     from filelock import FileLock, Timeout
 
-    run_dir = Path(run_dir)
-    if not (run_dir / LOCK).exists():
-        return
-    lock = FileLock(run_dir / LOCK, timeout=0)
+    lock = FileLock(Path(run_dir) / LOCK, timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise _busy(run_dir) from None
-    lock.release()
+        raise _busy(Path(run_dir)) from None
+    return lock
+
+
+def claim(run_dir, manifest: dict) -> None:
+    """Under the lock: refuse a folder holding another run, else write the manifest if new."""
+    check_resumable(run_dir, manifest)            # the other writer may have just started
+    if read_manifest(run_dir) is None:
+        write_json(Path(run_dir) / MANIFEST, manifest | {"expected": None, "complete": False})
 
 
 @contextmanager
@@ -159,21 +176,13 @@ def open_run_folder(run_dir, manifest: dict, resumable: bool = True):
     Yields the folder. The lock is held until the block ends. A folder created here is
     removed when the block raises, unless it is `resumable` and holds predictions (a
     killed replay continues from them; a merge is simply redone)."""
-    from filelock import FileLock, Timeout
-
     run_dir = Path(run_dir)
     check_resumable(run_dir, manifest)            # before creating or locking anything
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_dir / LOCK, timeout=0)
+    lock = lock_run_folder(run_dir)
     try:
-        lock.acquire()
-    except Timeout:
-        raise _busy(run_dir) from None
-    try:
-        check_resumable(run_dir, manifest)        # the other writer may have just started
-        if read_manifest(run_dir) is None:
-            write_json(run_dir / MANIFEST, manifest | {"expected": None, "complete": False})
+        claim(run_dir, manifest)
         yield run_dir
     except BaseException:
         if created and not (resumable and (run_dir / "predictions.jsonl").is_file()):

@@ -22,9 +22,19 @@ shard.json, metrics.json, report.md, plots) through fastdrivevla_ros.eval, so bo
 scored by one implementation.
 
 Durability: each keyframe's record is appended to predictions.jsonl (flushed) as soon as it
-settles, and a restarted evaluator resumes from that file like `fastdrivevla replay`; shard.json,
+settles, and a restarted evaluator resumes from that file like `fastdrivevla replay`;
 metrics.json and report.md are written at the end (`finish`). A malformed message (no header,
 wrong number of waypoints, a NaN) is counted and reported, never fatal.
+
+One run per folder (eval/run_folder.py, as for the CLI): the evaluator holds the folder's lock
+from construction to `close`, and writes the run manifest (shard.json) when the first plan
+tells it the drive node's settings, before the first prediction. What a plan publishes is
+recorded: pruner, pruning ratio, cameras and visual tokens per camera (which stand for the
+resolution), plus the bag's identity, the model parameter and the match tolerance; what the
+drive node does not publish (dtype, pruner options, per-view budgets, grammar, decode settings)
+is listed under 'not_published'. A folder holding another run (other settings, another bag or
+model, or a `fastdrivevla replay` run) is refused with ConfigError and nothing is written; plans
+with settings other than the run's (changed at runtime) are skipped and counted.
 
 Matching: a plan is stamped with its reference camera image (within ~50 ms of the keyframe's
 LiDAR stamp in nuScenes); each keyframe takes the plan nearest in time within `tolerance_s`.
@@ -39,12 +49,20 @@ from collections import Counter
 from dataclasses import dataclass
 import math
 from pathlib import Path
+import shutil
 import time
 from typing import Any, Callable
 
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
-from fastdrivevla_ros.eval.run_folder import MANIFEST, write_json
+from fastdrivevla_ros.eval.run_folder import (
+    bag_id, check_resumable, claim, code_version, lock_run_folder, MANIFEST,
+    manifest_differences, read_manifest, write_json)
 from fastdrivevla_ros.eval.store import finish_run, METRICS, PREDICTIONS, PredictionStore
+
+SOURCE = 'ros replay_evaluator'      # the manifest's writer (the CLI's is 'fastdrivevla replay')
+# settings a prediction depends on that a PlannedTrajectory does not carry
+NOT_PUBLISHED = ('dtype', 'pruner_options', 'view_ratios', 'max_pixels', 'grammar',
+                 'forced_tokens', 'max_new_tokens', 'drive node code_version')
 
 
 @dataclass
@@ -137,9 +155,9 @@ class StreamEvaluator:
     """
     Pair plans with keyframes as they stream in; write the replay run files at the end.
 
-    out_dir: run directory (created; must not hold another run's predictions);
+    out_dir: run directory (created; locked until `close`; must not hold another run);
     tolerance_s: max |plan stamp - keyframe stamp|; convention: metric convention name;
-    bag / model: recorded in shard.json and metrics.json.
+    bag / model: recorded in the manifest (the bag by its identity, when given).
     """
 
     def __init__(self, out_dir, tolerance_s: float = 0.1, convention: str = DEFAULT_CONVENTION,
@@ -148,9 +166,17 @@ class StreamEvaluator:
 
         check_convention(convention)
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.tolerance_ns = int(tolerance_s * 1e9)
         self.convention, self.bag, self.model = convention, bag, model
+        has_id = bool(bag) and (Path(bag) / 'metadata.yaml').is_file()   # not a bare .mcap
+        self.known = {'source': SOURCE, 'bag_id': bag_id(bag) if has_id else None,
+                      'shard': [0, 1], 'model': model, 'code_version': code_version()}
+        check_resumable(self.out_dir, self.known, keys=tuple(self.known))   # before writing
+        self.created = not self.out_dir.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_run_folder(self.out_dir)
+        self.manifest: dict | None = None             # set by the first plan (claim)
+        check_resumable(self.out_dir, self.known, keys=tuple(self.known))   # under the lock
         self.store = PredictionStore(self.out_dir / PREDICTIONS)
         self.pending: list[Keyframe] = []                 # keyframes not settled yet
         self.candidates: list[tuple[int, dict]] = []      # (stamp, result) plans not used yet
@@ -158,8 +184,21 @@ class StreamEvaluator:
         self.missing: list[str] = []
         self.ordinal = len(self.store.records)
         self.plans_seen = 0
+        self.other_settings = 0                       # plans skipped: not the run's settings
         self.malformed: Counter = Counter()           # 'ground_truth' / 'plan' -> count
         self.last_malformed = ''
+
+    def plan_manifest(self, result: dict) -> dict:
+        """Return the run manifest a plan implies: what the evaluator knows, None if unknown."""
+        views = result['views']
+        return self.known | {
+            'bag': str(Path(self.bag).resolve()) if self.bag else '',
+            'dtype': None, 'pruner': result['pruner'], 'pruner_options': None,
+            'pruning_ratio': result['pruning_ratio'],
+            'settings': {'cameras': [v['camera'] for v in views],
+                         'camera_tokens_total': [v['tokens_total'] for v in views],
+                         'match_tolerance_s': self.tolerance_ns / 1e9},
+            'not_published': list(NOT_PUBLISHED)}
 
     def ground_truth_message(self, msg) -> str | None:
         """Add a PlanningGroundTruth message; return why it was skipped, or None."""
@@ -180,8 +219,7 @@ class StreamEvaluator:
             result = _check_plan(result_from_trajectory(trajectory_fields_of(msg)))
         except Exception as e:  # noqa: B902 - one malformed message must not end the run
             return self._malformed('plan', msg, e)
-        self.add_plan(stamp, result)
-        return None
+        return self.add_plan(stamp, result)
 
     def _malformed(self, kind: str, msg, error: Exception) -> str:
         self.malformed[kind] += 1
@@ -198,11 +236,25 @@ class StreamEvaluator:
         self.pending.sort(key=lambda k: k.stamp_ns)
         self._settle(final=False)
 
-    def add_plan(self, stamp_ns: int, result: dict) -> None:
-        """Register a published plan (result_from_trajectory(...) of a PlannedTrajectory)."""
+    def add_plan(self, stamp_ns: int, result: dict) -> str | None:
+        """
+        Register a published plan (result_from_trajectory(...) of a PlannedTrajectory).
+
+        The first plan fixes the run's manifest (ConfigError if the folder holds another run);
+        a later plan with other settings is skipped: returns why, else None.
+        """
         self.plans_seen += 1
+        manifest = self.plan_manifest(result)
+        if self.manifest is None:
+            claim(self.out_dir, manifest)
+            self.manifest = manifest
+        diff = manifest_differences(self.manifest, manifest)
+        if diff:
+            self.other_settings += 1
+            return f"plan skipped: not this run's settings (run != plan: {'; '.join(diff)})"
         self.candidates.append((int(stamp_ns), result))
         self._settle(final=False)
+        return None
 
     def _settle(self, final: bool) -> None:
         newest = max((s for s, _ in self.candidates), default=None)
@@ -234,24 +286,32 @@ class StreamEvaluator:
             'drivable_source': target.drivable_source, **result, 'metrics': metrics})
         self.ordinal += 1
 
-    def finish(self) -> dict:
-        """Settle every keyframe and write shard.json, predictions, metrics.json, report."""
+    def finish(self) -> dict | None:
+        """
+        Settle every keyframe and write shard.json, predictions, metrics.json, report.
+
+        Returns the metrics, or None (nothing written) when no plan fixed the run's manifest.
+        """
+        if self.manifest is None:
+            return None
         self._settle(final=True)
         records = self.store.ordered()
-        ratios = Counter(r['pruning_ratio'] for r in records)
-        pruners = Counter(r['pruner'] for r in records)
-        spec = {'bag': self.bag, 'shard': [0, 1], 'convention': self.convention,
-                'model': self.model,
-                'pruner': pruners.most_common(1)[0][0] if pruners else '',
-                'pruning_ratio': ratios.most_common(1)[0][0] if ratios else 0.0}
+        spec = self.manifest | {'convention': self.convention}
         write_json(self.out_dir / MANIFEST, spec | {
-            'source': 'ros replay (replay_evaluator node)', 'expected': self.expected,
-            'missing': self.missing, 'complete': not self.missing, 'limit': None})
+            'expected': self.expected, 'missing': self.missing, 'complete': not self.missing,
+            'limit': None})
         metrics = finish_run(self.out_dir, records, spec)
         metrics.update({'missing_predictions': len(self.missing), 'plans_received':
-                        self.plans_seen, 'pruning_ratios_seen': sorted(ratios),
+                        self.plans_seen, 'plans_with_other_settings': self.other_settings,
+                        'pruning_ratios_seen': sorted({r['pruning_ratio'] for r in records}),
                         'match_tolerance_s': self.tolerance_ns / 1e9,
                         'malformed_messages': {k: self.malformed[k]
                                                for k in ('ground_truth', 'plan')}})
         write_json(self.out_dir / METRICS, metrics)
         return metrics
+
+    def close(self) -> None:
+        """Release the folder's lock; remove the folder if this evaluator made it for nothing."""
+        self.lock.release()
+        if self.created and self.manifest is None and read_manifest(self.out_dir) is None:
+            shutil.rmtree(self.out_dir, ignore_errors=True)

@@ -20,7 +20,10 @@ every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTraject
 planner and pairs them by stamp (pipeline.evaluation.StreamEvaluator), appending each settled
 keyframe to predictions.jsonl at once. After `idle_timeout_s` of WALL time without a message
 (the bag ended) it writes metrics.json and report.md and exits by itself, which ends the launch;
-on SIGINT it writes them too, but what it had settled is already on disk.
+on SIGINT it writes them too, but what it had settled is already on disk. It holds the run
+folder's lock while it lives; a folder holding another run (other settings, bag or model, or a
+`fastdrivevla replay` run) or locked by another writer ends it with a fatal log line and exit
+code 2, nothing written.
 """
 
 import sys
@@ -68,7 +71,7 @@ class ReplayEvaluator(Node):
             description='model, recorded in the run files', read_only=True)).value
         self.evaluator = StreamEvaluator(out, tolerance, convention, bag, model)
         self.idle = IdleWatch(idle_timeout_s)
-        self.done = False
+        self.done = self.refused = False
         self.create_subscription(PlanningGroundTruth, 'planning/ground_truth',
                                  self._on_ground_truth, INPUT_QOS)
         self.create_subscription(PlannedTrajectory, 'planner/trajectory', self._on_plan,
@@ -84,7 +87,11 @@ class ReplayEvaluator(Node):
 
     def _on_plan(self, msg) -> None:
         self.idle.touch()
-        self._report(self.evaluator.plan_message(msg))
+        try:
+            self._report(self.evaluator.plan_message(msg))
+        except FastDriveError:       # the folder holds another run: stop, write nothing
+            self.refused = self.done = True
+            raise
 
     def _report(self, problem) -> None:
         if problem is not None:
@@ -101,11 +108,21 @@ class ReplayEvaluator(Node):
             return
         self.done = True
         metrics = self.evaluator.finish()
+        if metrics is None:
+            self.get_logger().warn(f'no plan arrived: nothing written to '
+                                   f'{self.evaluator.out_dir}')
+            return
         self.get_logger().info(
             f"wrote {self.evaluator.out_dir}: {metrics['samples']} scored keyframes, "
             f"{metrics['missing_predictions']} without a plan, "
             f"{sum(metrics['malformed_messages'].values())} malformed messages skipped, L2 avg "
             f"{metrics['l2_cm'].get('avg')} cm")
+
+    def close(self) -> None:
+        """Write the run files unless refused, then release the run folder's lock."""
+        if not self.refused:
+            self.finish()
+        self.evaluator.close()
 
 
 def _spin_until_done(executor, node: 'ReplayEvaluator') -> None:
@@ -117,7 +134,7 @@ def main(args=None) -> int:
     """Run until shutdown (or idle timeout), then write the metrics files."""
     rclpy.init(args=args)
     return run_node(NODE_NAME, ReplayEvaluator, (FastDriveError,), SingleThreadedExecutor,
-                    _spin_until_done, ReplayEvaluator.finish)
+                    _spin_until_done, ReplayEvaluator.close)
 
 
 if __name__ == '__main__':

@@ -29,8 +29,10 @@ def run_node(name: str, make_node: Callable[[], Node], config_errors: tuple,
     Build the node, spin it, close it; return the process exit code.
 
     A configuration error (one of `config_errors`) while building is logged as fatal and
-    returns 2 without spinning. Ctrl-C and an external shutdown end the spin quietly; `close`
-    always runs before the node and rclpy are shut down. rclpy must be initialised.
+    returns 2 without spinning; one raised while spinning (a callback found the configuration
+    unusable) ends the spin, is logged as fatal and returns 2. Ctrl-C and an external shutdown
+    end the spin quietly; `close` always runs before the node and rclpy are shut down. rclpy
+    must be initialised.
     """
     try:
         node = make_node()
@@ -40,13 +42,17 @@ def run_node(name: str, make_node: Callable[[], Node], config_errors: tuple,
         return 2
     executor = make_executor()
     executor.add_node(node)
+    code = 0
     try:
         spin(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except config_errors as e:
+        get_logger(name).fatal(f'bad configuration, stopping:\n{e}')
+        code = 2
     finally:
         close(node)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
