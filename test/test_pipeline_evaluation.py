@@ -175,7 +175,7 @@ def test_predictions_are_on_disk_as_they_settle_and_a_restart_resumes(tmp_path, 
 
 # ---------------------------------------------------------------- one run per folder
 def _fake_bag(tmp_path):
-    """A bag directory as far as its identity goes (run_folder.bag_id reads metadata.yaml)."""
+    """Make a bag directory as far as its identity goes (bag_id reads metadata.yaml)."""
     bag = tmp_path / 'bag'
     bag.mkdir()
     (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information:\n  message_count: 12\n')
@@ -222,7 +222,7 @@ def test_a_plan_with_settings_changed_at_runtime_is_skipped_not_mixed_in(tmp_pat
     ev = _scored_run(tmp_path / 'run')
     ev.add_keyframe(keyframe(3))
     skipped = ev.add_plan(T0 + 3 * S // 2, plan_result(1.0, 'random', 0.75))
-    assert "pruning_ratio: 0.5 != 0.75" in skipped
+    assert 'pruning_ratio: 0.5 != 0.75' in skipped
     metrics = ev.finish()
     assert metrics['plans_with_other_settings'] == 1 and metrics['pruning_ratios_seen'] == [0.5]
     assert ev.missing == ['kf3'] and list(ev.store.records) == ['kf0']

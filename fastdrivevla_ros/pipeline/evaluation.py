@@ -53,6 +53,7 @@ import shutil
 import time
 from typing import Any, Callable
 
+from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
 from fastdrivevla_ros.eval.run_folder import (
     bag_id, check_resumable, claim, code_version, lock_run_folder, MANIFEST,
@@ -171,12 +172,15 @@ class StreamEvaluator:
         has_id = bool(bag) and (Path(bag) / 'metadata.yaml').is_file()   # not a bare .mcap
         self.known = {'source': SOURCE, 'bag_id': bag_id(bag) if has_id else None,
                       'shard': [0, 1], 'model': model, 'code_version': code_version()}
-        check_resumable(self.out_dir, self.known, keys=tuple(self.known))   # before writing
         self.created = not self.out_dir.exists()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.lock = lock_run_folder(self.out_dir)
         self.manifest: dict | None = None             # set by the first plan (claim)
-        check_resumable(self.out_dir, self.known, keys=tuple(self.known))   # under the lock
+        try:     # refuse another run's folder at once with what is known now, the rest later
+            check_resumable(self.out_dir, self.known, keys=tuple(self.known))
+        except ConfigError:
+            self.lock.release()
+            raise
         self.store = PredictionStore(self.out_dir / PREDICTIONS)
         self.pending: list[Keyframe] = []                 # keyframes not settled yet
         self.candidates: list[tuple[int, dict]] = []      # (stamp, result) plans not used yet
