@@ -19,7 +19,8 @@ from types import SimpleNamespace
 
 from fastdrivevla_ros.errors import InputError
 from fastdrivevla_ros.pipeline.images import (
-    bgr8_fields, decode_compressed, decode_image_message, decode_raw, image_decoder)
+    bgr8_fields, check_compressed, decode_compressed, decode_image_message, decode_raw,
+    image_decoder)
 import numpy as np
 from PIL import Image
 import pytest
@@ -60,14 +61,16 @@ def test_truncated_jpeg_is_an_input_error_not_half_an_image(rgb):
     (b'', 'jpeg', 'empty compressed image'),
     (b'\x00' * 10, 'theora', 'unsupported compressed format'),
 ])
-def test_garbage_and_unsupported_formats_are_rejected(data, fmt, reason):
+@pytest.mark.parametrize('read', [decode_compressed, check_compressed])
+def test_garbage_and_unsupported_formats_are_rejected(data, fmt, reason, read):
     with pytest.raises(InputError, match=reason):
-        decode_compressed(data, fmt, 'CAM_FRONT')
+        read(data, fmt, 'CAM_FRONT')
 
 
-def test_image_smaller_than_one_token_is_rejected():
+@pytest.mark.parametrize('read', [decode_compressed, check_compressed])
+def test_image_smaller_than_one_token_is_rejected(read):
     with pytest.raises(InputError, match='10x10 is outside'):
-        decode_compressed(encode(np.zeros((10, 10, 3), np.uint8), 'PNG'), 'png')
+        read(encode(np.zeros((10, 10, 3), np.uint8), 'PNG'), 'png')
 
 
 def test_raw_bgr8_with_row_padding_is_read_as_rgb(rgb):
@@ -154,12 +157,18 @@ def test_raw_images_go_through_the_converter_when_there_is_one(rgb):
     assert np.abs(out.astype(int) - rgb).mean() < 12          # chroma is subsampled
 
 
-def test_compressed_images_never_use_the_converter(rgb):
+def test_compressed_images_reach_the_engine_as_their_bytes_never_the_converter(rgb):
+    """The engine decodes JPEG bytes at the scale it needs; raw images stay arrays."""
     def refuse(msg):
         raise AssertionError('the converter saw a CompressedImage')
 
-    msg = SimpleNamespace(format='jpeg', data=encode(rgb))
-    assert image_decoder(refuse)('CAM_FRONT', msg).shape == rgb.shape
+    data = encode(rgb)
+    msg = SimpleNamespace(format='jpeg', data=np.frombuffer(data, np.uint8))
+    assert image_decoder(refuse)('CAM_FRONT', msg) == data
+    assert image_decoder()('CAM_FRONT', msg) == data
+    raw = SimpleNamespace(encoding='rgb8', width=160, height=96, step=480, is_bigendian=0,
+                          data=rgb.tobytes())
+    assert np.array_equal(image_decoder()('CAM_FRONT', raw), rgb)
 
 
 def test_converter_failures_and_bad_results_are_input_errors(rgb):

@@ -24,6 +24,7 @@ from fastdrivevla_ros.vla.prompt import EgoHistory, EgoState
 import numpy as np
 from PIL import Image
 import pytest
+import torch
 
 CAMERAS = ('CAM_FRONT', 'CAM_BACK')
 STAMP_NS = 1_700_000_000_123_456_789
@@ -130,16 +131,48 @@ def test_heatmaps_can_be_switched_off_at_runtime(service, frames):
     assert out.heatmaps == {} and out.mosaic is None
 
 
-def test_corrupt_jpeg_is_reported_per_camera_and_the_next_frame_plans(service, frames):
+def test_compressed_frames_reach_the_engine_as_replay_hands_it_bag_bytes(
+        service, frames, monkeypatch):
+    """
+    The node's CompressedImage set gives the engine the model inputs replay gives it.
+
+    Replay hands the engine the bag's JPEG bytes, which it decodes at a reduced DCT scale before
+    the resize; a JPEG decoded to full size first gives other pixels.
+    """
+    prepare, seen = service.engine.prepare, []
+    monkeypatch.setattr(service.engine, 'prepare',
+                        lambda images, history=None: seen.append(prepare(images, history))
+                        or seen[-1])
+    out = service.plan(frame_set(frames))
+    replay = prepare({c: bytes(m.data) for c, m in frames.items()},
+                     service.history(STAMP_NS / 1e9))
+    node = seen[0]
+    assert torch.equal(node.pixel_values, replay.pixel_values)
+    assert torch.equal(node.input_ids, replay.input_ids)
+    assert torch.equal(node.image_grid_thw, replay.image_grid_thw)
+    for view, resized in zip(out.result.views, replay.resized):    # what heatmaps are drawn on
+        assert np.array_equal(view.image, resized)
+        assert out.heatmaps[view.camera].shape == resized.shape
+
+
+@pytest.mark.parametrize('cut, reason', [
+    (lambda data: bytes(data[: len(data) // 3]), 'corrupt or unreadable'),   # pixels cut off
+    (lambda data: b'not a jpeg' + bytes(data), 'corrupt or unreadable'),     # no header
+    (lambda data: b'', 'empty compressed image'),
+])
+def test_corrupt_jpeg_is_reported_per_camera_and_the_next_frame_plans(service, frames, cut,
+                                                                      reason):
     broken = dict(frames)
-    data = frames['CAM_BACK'].data
     broken['CAM_BACK'] = type(frames['CAM_BACK'])(
-        header=frames['CAM_BACK'].header, format='jpeg', data=data[: len(data) // 3])
+        header=frames['CAM_BACK'].header, format='jpeg',
+        data=np.frombuffer(cut(frames['CAM_BACK'].data), np.uint8))
     before = service.diagnostics.counts['input_errors']
+    by_camera = dict(service.diagnostics.input_errors_by_camera)
     assert service.plan(frame_set(broken)) is None
     assert service.diagnostics.counts['input_errors'] == before + 1
-    assert service.diagnostics.input_errors_by_camera['CAM_BACK'] >= 1
-    assert 'CAM_BACK: corrupt' in service.diagnostics.last_fault[2]
+    assert service.diagnostics.input_errors_by_camera['CAM_BACK'] == \
+        by_camera.get('CAM_BACK', 0) + 1
+    assert service.diagnostics.last_fault[2].startswith(f'CAM_BACK: {reason}')
     assert service.plan(frame_set(frames)) is not None
 
 

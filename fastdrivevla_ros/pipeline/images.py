@@ -13,10 +13,13 @@
 # limitations under the License.
 
 """
-Camera payloads -> HxWx3 uint8 RGB, and RGB -> bgr8 image fields, with clear InputErrors.
+Camera payloads -> engine images, and RGB -> bgr8 image fields, with clear InputErrors.
 
-sensor_msgs/CompressedImage (JPEG/PNG bytes) is decoded with Pillow, which refuses truncated
-files instead of returning half an image. sensor_msgs/Image goes through a raw converter when
+sensor_msgs/CompressedImage (JPEG/PNG bytes) goes to the engine as its bytes once Pillow has
+checked the header (codec, size, mode): the engine decodes a JPEG at the reduced DCT scale the
+model needs, as replay does with bag bytes. decode_compressed decodes fully with Pillow, which
+refuses truncated files instead of returning half an image. sensor_msgs/Image goes through a
+raw converter when
 the caller has one (the drive node passes cv_bridge's `imgmsg_to_cv2(msg, 'rgb8')`, which knows
 every image_encodings name: bayer, yuv422, 16-bit, ...); without one (cv_bridge missing, or its
 binary module broken under NumPy 2) it is read straight from its buffer for the 8-bit encodings
@@ -26,8 +29,9 @@ ROS.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 import io
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fastdrivevla_ros.errors import InputError
 import numpy as np
@@ -62,31 +66,56 @@ def _check_size(width: int, height: int, camera: str) -> None:
                          f'[{MIN_SIDE}, {MAX_SIDE}] px per side')
 
 
-def decode_compressed(data: bytes, fmt: str = '', camera: str = 'camera') -> np.ndarray:
-    """
-    Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
-
-    `fmt` is the message's format string ('jpeg', 'png', 'bgr8; jpeg compressed bgr8'); only
-    its codec part is used, as a check: the bytes themselves decide how they are decoded.
-    """
+def _compressed_bytes(data: Any, fmt: str, camera: str) -> bytes:
+    """Return CompressedImage `data` as bytes after checking `fmt`'s codec part ('' = any)."""
     codec = fmt.split(';')[-1].strip().split(' ')[0].lower() if fmt else ''
     if codec and codec not in ('jpeg', 'jpg', 'png'):
         raise InputError(f"{camera}: unsupported compressed format {fmt!r}; use 'jpeg' or 'png'")
     data = _as_bytes(data)
     if not data:
         raise InputError(f'{camera}: empty compressed image')
+    return data
+
+
+@contextmanager
+def _opened(data: bytes, camera: str) -> Iterator[Image.Image]:
+    """Open JPEG/PNG bytes (header read, size and mode checked); PIL errors -> InputError."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             _check_size(*img.size, camera)
             if img.mode not in ('RGB', 'L', 'RGBA', 'P', 'CMYK', 'YCbCr'):
                 raise InputError(f'{camera}: {img.mode} image is not a colour camera frame')
-            img.load()   # raises on truncated / corrupt data
-            return np.asarray(img.convert('RGB'))
+            yield img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as e:
         if isinstance(e, InputError):
             raise
         raise InputError(f'{camera}: corrupt or unreadable compressed image ({e})') from e
+
+
+def check_compressed(data: Any, fmt: str = '', camera: str = 'camera') -> bytes:
+    """
+    Check CompressedImage `data` by its header alone and return it as bytes for the engine.
+
+    Cheap (no pixels decoded): garbage, empty, oversized or non-colour images are refused here;
+    pixel data cut short is found when the engine decodes it (PlannerService then names the
+    camera with decode_compressed).
+    """
+    data = _compressed_bytes(data, fmt, camera)
+    with _opened(data, camera):
+        return data
+
+
+def decode_compressed(data: Any, fmt: str = '', camera: str = 'camera') -> np.ndarray:
+    """
+    Decode CompressedImage `data` (JPEG or PNG) to [H, W, 3] uint8 RGB.
+
+    `fmt` is the message's format string ('jpeg', 'png', 'bgr8; jpeg compressed bgr8'); only
+    its codec part is used, as a check: the bytes themselves decide how they are decoded.
+    """
+    with _opened(_compressed_bytes(data, fmt, camera), camera) as img:
+        img.load()   # raises on truncated / corrupt data
+        return np.asarray(img.convert('RGB'))
 
 
 def decode_raw(data: bytes, encoding: str, width: int, height: int, step: int,
@@ -117,18 +146,22 @@ def decode_image_message(msg: Any, camera: str) -> np.ndarray:
 
 
 RawConverter = Callable[[Any], np.ndarray]    # sensor_msgs/Image -> [H, W, 3] uint8 RGB
+EngineImage = np.ndarray | bytes              # what DrivingVLA.plan takes per camera
 
 
-def image_decoder(raw_converter: RawConverter | None = None) -> Callable[[str, Any], np.ndarray]:
+def image_decoder(raw_converter: RawConverter | None = None) -> Callable[[str, Any], EngineImage]:
     """
-    Return decode(camera, msg) -> [H, W, 3] uint8 RGB, raising InputError on a bad image.
+    Return decode(camera, msg) -> the engine's image, raising InputError on a bad image.
 
-    CompressedImage: Pillow (decode_compressed). Image: `raw_converter` when given, its result
-    checked against the message's size; else the numpy path (decode_raw, RAW_ENCODINGS only).
+    CompressedImage: its bytes, header checked (check_compressed); the engine decodes them.
+    Image: [H, W, 3] uint8 RGB from `raw_converter` when given, its result checked against the
+    message's size; else the numpy path (decode_raw, RAW_ENCODINGS only).
     """
 
-    def decode(camera: str, msg: Any) -> np.ndarray:
-        if hasattr(msg, 'format') or raw_converter is None:
+    def decode(camera: str, msg: Any) -> EngineImage:
+        if hasattr(msg, 'format'):
+            return check_compressed(msg.data, msg.format, camera)
+        if raw_converter is None:
             return decode_image_message(msg, camera)
         _check_size(msg.width, msg.height, camera)
         try:

@@ -87,6 +87,7 @@ def trajectory_fields(result: PlanResult, stamp_ns: int, frame_id: str,
         'camera_tokens_total': [v.num_tokens for v in result.views],
         'camera_stamps': [time_fields(stamps.get(v.camera, stamp_ns)) for v in result.views],
         'num_generated': int(result.num_generated),
+        'decode_passes': int(result.decode_passes),
         'engine_ms': float(timings.get('total', sum(timings.get(s, 0.0) for s in STAGES))),
         'latency_ms': float(latency_ms),
     }

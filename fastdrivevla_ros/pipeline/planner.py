@@ -16,7 +16,8 @@
 The planning step the drive node's worker thread runs, ROS-free.
 
 PlannerService owns the DrivingVLA: it loads it (tracking 'loading' / 'ready' / 'failed'),
-applies runtime parameter changes between frames (never during one), decodes a FrameSet, plans,
+applies runtime parameter changes between frames (never during one), checks a FrameSet's images
+(compressed ones reach the engine as bytes, decoded at the scale the model needs), plans,
 renders the retained-token heatmaps, and turns every per-frame fault (bad image, parse failure,
 CUDA out of memory, anything else) into a diagnostics entry instead of an exception, so one bad
 frame never stops the node.
@@ -31,7 +32,7 @@ from typing import Any, Callable
 
 from fastdrivevla_ros.errors import FastDriveError, InputError
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics
-from fastdrivevla_ros.pipeline.images import decode_image_message
+from fastdrivevla_ros.pipeline.images import decode_compressed, EngineImage, image_decoder
 from fastdrivevla_ros.pipeline.log import Log
 from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
@@ -73,25 +74,42 @@ def _is_cuda_oom(error: BaseException) -> bool:
         'CUDA out of memory' in str(error)
 
 
+def _undecodable(images: dict[str, EngineImage]) -> tuple[str, InputError] | None:
+    """
+    Return the first camera whose compressed bytes do not decode, with decode_compressed's error.
+
+    Only their headers were checked before the engine decoded them; when the engine refuses a
+    frame, this full decode (rare, so its cost does not matter) names the camera to report.
+    """
+    for camera, image in images.items():
+        if isinstance(image, bytes):
+            try:
+                decode_compressed(image, camera=camera)
+            except InputError as e:
+                return camera, e
+    return None
+
+
 class PlannerService:
     """
     Engine owner for the worker thread.
 
     clock: seconds on the same time base as frame stamps (the node's ROS clock);
     history: stamp (s) -> EgoHistory or None (standing start);
-    decode: (camera, payload) -> RGB array, raising InputError on a bad image;
+    decode: (camera, payload) -> the engine's image, raising InputError on a bad image
+    (default: image_decoder(), the node's without cv_bridge);
     engine_factory: (config, log) -> engine (default: build_engine).
     """
 
     def __init__(self, config: NodeConfig, diagnostics: DriveDiagnostics, *,
                  clock: Callable[[], float] = time.time,
                  history: Callable[[float], EgoHistory | None] = lambda stamp: None,
-                 decode: Callable[[str, Any], np.ndarray] | None = None,
+                 decode: Callable[[str, Any], EngineImage] | None = None,
                  engine_factory: Callable[[NodeConfig, Log], Any] = build_engine,
                  log: Log = lambda level, message: None):
         self.config, self.diagnostics = config, diagnostics
         self.clock, self.history, self.log = clock, history, log
-        self.decode = decode or (lambda camera, msg: decode_image_message(msg, camera))
+        self.decode = decode or image_decoder()
         self.engine_factory = engine_factory
         self.engine = None
         self.state = 'loading'
@@ -155,17 +173,20 @@ class PlannerService:
                 images[camera] = self.decode(camera, frame.images[camera])
             except (InputError, KeyError) as e:
                 message = str(e) if isinstance(e, InputError) else f'{camera}: missing in set'
-                self.diagnostics.fault('input_errors', message, now, camera=camera)
-                self.log('warn', f'frame dropped: {message}')
+                self._drop(message, now, camera)
                 return None
         try:
             result = self.engine.plan(images, self.history(frame.stamp))
         except Exception as e:  # noqa: B902 - one bad frame must not stop the node
-            self._engine_fault(e)
+            self._engine_fault(e, images)
             return None
         return self._output(frame, result)
 
-    def _engine_fault(self, error: Exception) -> None:
+    def _drop(self, message: str, now: float, camera: str | None = None) -> None:
+        self.diagnostics.fault('input_errors', message, now, camera=camera)
+        self.log('warn', f'frame dropped: {message}')
+
+    def _engine_fault(self, error: Exception, images: dict[str, EngineImage]) -> None:
         now = self.clock()
         if _is_cuda_oom(error):
             import torch
@@ -175,8 +196,8 @@ class PlannerService:
             self.log('error', 'CUDA out of memory; frame dropped (lower max_pixels or raise '
                      'pruning_ratio)')
         elif isinstance(error, InputError):
-            self.diagnostics.fault('input_errors', str(error), now)
-            self.log('warn', f'frame dropped: {error}')
+            camera, error = _undecodable(images) or (None, error)
+            self._drop(str(error), now, camera)
         else:
             kind = '' if isinstance(error, FastDriveError) else f'{type(error).__name__}: '
             self.diagnostics.fault('errors', f'{kind}{error}', now)

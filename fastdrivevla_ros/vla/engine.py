@@ -165,8 +165,9 @@ class DrivingVLA:
     @torch.inference_mode()
     def plan(self, images: dict, history: EgoHistory | None = None,
              extras: FrameExtras | dict | None = None) -> PlanResult:
-        """images: {camera: HxWx3 uint8 RGB}; history: past ego states (None = standing still);
-        extras: side data for pruners (e.g. {'foreground_masks': {camera: HxW}})."""
+        """images: {camera: HxWx3 uint8 RGB, PIL image or JPEG/PNG bytes}; history: past ego
+        states (None = standing still); extras: side data for pruners (e.g.
+        {'foreground_masks': {camera: HxW}})."""
         start = time.perf_counter()
         clock = _Stopwatch(self.device)
         extras = FrameExtras.of(extras)                  # our copy: the caller's stays as given
