@@ -1,12 +1,16 @@
-"""Preprocessing of six 1600x900 camera JPEGs -> model inputs: full decode vs PIL draft mode.
+"""Preprocessing of six 1600x900 camera JPEGs -> model inputs: before issue 19 vs now.
 
-    python benchmarks/preprocess.py --model DIR [--repeats 20] [--image-size 1596x1596]
+    python benchmarks/preprocess.py --model DIR [--repeats 20] [--threads 1] [--image-size WxH]
 
-Rows: 'full decode' = what a caller holding decoded arrays pays (Image.open + convert, then
-`prepare_inputs` on the arrays); 'draft decode' = the JPEG bytes handed to `prepare_inputs`,
-which decodes each at a reduced DCT scale (never below the model's target size) before the
-resize. Also printed: how much the model input changes (mean/max |difference| of the resized
-uint8 images and of the normalised pixel_values).
+Rows, interleaved in one run, torch on --threads threads:
+  'before' = the former path: JPEG draft decode, two bicubic resizes (target size, then the
+     28-px grid), transformers' Qwen2VLImageProcessor (numpy rescale/normalise/patchify);
+  'now' = `prepare_inputs`: per view in its own thread, the draft decode, ONE resize and
+     rescale/normalise/patchify as torch ops; its image half (prepare_pixels) also alone.
+Also printed: how far 'now' is from the independent reference (full decode, the training
+pipeline's resize, then transformers' processor with its own resize): token grids and the
+mean/max |difference| of pixel_values (normalised units; 1 grey level ~ 0.015) and of the
+resized uint8 frames; and the same for 'before'. The machine may be shared: compare the ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fastdrivevla_ros.vla.inputs import prepare_inputs  # noqa: E402
+from fastdrivevla_ros.vla import inputs as vin  # noqa: E402
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory  # noqa: E402
 
 SCENE = REPO.parent / "shared" / "data" / "nuscenes-scene-0916" / "samples"
@@ -44,55 +48,103 @@ def camera_jpegs() -> tuple[dict[str, bytes], str]:
     return out, "synthetic 1600x900, JPEG quality 90"
 
 
+def before(proc, jpegs: dict, max_pixels: int, size) -> tuple[np.ndarray, list]:
+    """The image half of prepare_inputs as it was before issue 19 (pixel_values, frames)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    frames = []
+    for data in jpegs.values():
+        img = Image.open(io.BytesIO(data))
+        target = vin.target_size(*img.size, max_pixels, size)
+        img.draft("RGB", target)
+        img = img.convert("RGB")
+        if img.size != target:
+            img = img.resize(target, Image.BICUBIC)
+        h, w = smart_resize(img.size[1], img.size[0], 28, 56 * 56, 12_845_056)
+        frames.append(np.asarray(img.resize((w, h), Image.BICUBIC)))
+    out = proc(images=[Image.fromarray(a) for a in frames], do_resize=False, return_tensors="pt")
+    return out["pixel_values"], frames
+
+
+def reference(proc, jpegs: dict, max_pixels: int, size) -> tuple[np.ndarray, list]:
+    """Independent reference: full decode, the training resize, transformers' processor."""
+    geometry = vin.ProcessorGeometry.of(proc)
+    low, high = vin.pixel_bounds(geometry, max_pixels, size)
+    images = [vin.model_image(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), max_pixels,
+                              size) for b in jpegs.values()]
+    out = proc(images=images, return_tensors="pt",
+               size={"shortest_edge": low, "longest_edge": high})
+    frames = [np.asarray(im.resize((int(g[2]) * 14, int(g[1]) * 14), Image.BICUBIC))
+              for im, g in zip(images, out["image_grid_thw"])]
+    return out, frames
+
+
+def diff(a, b) -> str:
+    d = (a.float() - b.float()).abs()
+    return f"mean {float(d.mean()):.4f}, max {float(d.max()):.3f}"
+
+
+def frame_diff(xs, ys) -> str:
+    d = np.concatenate([np.abs(x.astype(int) - y.astype(int)).ravel() for x, y in zip(xs, ys)])
+    return f"mean {d.mean():.2f}, max {d.max()} grey levels"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="checkpoint dir (tokenizer + processor)")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--max-pixels", type=int, default=512 * 512)
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds (default 20)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--max-pixels", type=int, default=512 * 512, help="pre-resize budget")
     p.add_argument("--image-size", help="fixed resize WxH instead of --max-pixels")
     args = p.parse_args()
+    import torch
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil)
 
+    torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model)
     proc = Qwen2VLImageProcessorPil.from_pretrained(args.model)
     size = tuple(int(v) for v in args.image_size.split("x")) if args.image_size else None
     jpegs, source = camera_jpegs()
     history = EgoHistory.stationary()
+    geometry = vin.ProcessorGeometry.of(proc)
+    cams = list(CAMERAS)
 
-    def full():
-        arrays = {c: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
-                  for c, b in jpegs.items()}
-        return prepare_inputs(tok, proc, list(CAMERAS), arrays, history, args.max_pixels, size)
+    def new():
+        return vin.prepare_inputs(tok, proc, cams, jpegs, history, args.max_pixels, size)
 
-    def draft():
-        return prepare_inputs(tok, proc, list(CAMERAS), jpegs, history, args.max_pixels, size)
+    def new_pixels():
+        return vin.prepare_pixels(list(jpegs.values()), cams, args.max_pixels, size, geometry)
 
-    times = {"full decode": [], "draft decode": []}
-    for fn in (full, draft):    # warm-up
+    stages = {"before (image half)": lambda: before(proc, jpegs, args.max_pixels, size),
+              "now (whole prepare_inputs)": new,
+              "  now: image half (6 threads)": new_pixels}
+    times = {k: [] for k in stages}
+    for fn in stages.values():    # warm-up
         fn()
     for _ in range(args.repeats):
-        for name, fn in (("full decode", full), ("draft decode", draft)):
+        for name, fn in stages.items():
             t0 = time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t0) * 1e3)
-    a, b = full(), draft()
-    img_diff = np.concatenate([np.abs(x.astype(int) - y.astype(int)).ravel()
-                               for x, y in zip(a.resized, b.resized)])
-    pix_diff = (a.pixel_values - b.pixel_values).abs()
-    print(f"input: six cameras, {source}; model input grids {a.grids}; "
-          f"{args.repeats} interleaved rounds")
+    ref, ref_frames = reference(proc, jpegs, args.max_pixels, size)
+    now = new()
+    old_pv, old_frames = before(proc, jpegs, args.max_pixels, size)
+    print(f"input: six cameras, {source}; torch threads {args.threads}; "
+          f"{args.repeats} interleaved rounds; model grids {now.grids}")
     print("| Preprocess (6 JPEGs -> model inputs) | median ms | min ms |")
     print("|---|---:|---:|")
     for name, v in times.items():
         print(f"| {name} | {statistics.median(v):.1f} | {min(v):.1f} |")
-    full_ms, draft_ms = (statistics.median(times[k]) for k in ("full decode", "draft decode"))
-    print(f"speedup (median): {full_ms / draft_ms:.2f}x")
-    print(f"resized uint8 |diff|: mean {img_diff.mean():.2f}, max {img_diff.max()} grey levels; "
-          f"pixel_values |diff|: mean {float(pix_diff.mean()):.4f}, "
-          f"max {float(pix_diff.max()):.3f} (normalised units); same grids: {a.grids == b.grids}; "
-          f"same input_ids: {bool((a.input_ids == b.input_ids).all())}")
+    old_ms, new_ms = (statistics.median(times[k]) for k in list(stages)[:2])
+    print(f"speedup (median, before's image half vs all of now): {old_ms / new_ms:.2f}x")
+    same = torch.equal(now.image_grid_thw, ref["image_grid_thw"])
+    print(f"vs transformers' processor on the full decode: grids identical: {same}; "
+          f"pixel_values |diff| now: {diff(now.pixel_values, ref['pixel_values'])}, "
+          f"before: {diff(old_pv, ref['pixel_values'])} (normalised units)")
+    print(f"resized frames vs the reference's: now {frame_diff(now.resized, ref_frames)}; "
+          f"before {frame_diff(old_frames, ref_frames)}")
     return 0
 
 

@@ -26,8 +26,7 @@ from PIL import Image
 
 from fastdrivevla_ros.data.foreground import mask_path
 from fastdrivevla_ros.errors import ConfigError, DataError
-from fastdrivevla_ros.vla.inputs import (MAX_PROCESSOR_PIXELS, MIN_PIXELS, TOKEN_PX,
-                                         model_image)
+from fastdrivevla_ros.vla.inputs import model_image, pixel_bounds, ProcessorGeometry, TOKEN_PX
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ASPECT_TOLERANCE = 0.02
@@ -171,9 +170,10 @@ class ImageMaskDataset(torch.utils.data.Dataset):
         except OSError as e:
             raise DataError(f"{pair.image}: unreadable image ({e})") from e
         img = model_image(arr, self.max_pixels, self.image_size)
+        low, high = pixel_bounds(ProcessorGeometry.of(self.processor), self.max_pixels,
+                                 self.image_size)   # as the engine resizes (vla/inputs.py)
         processed = self.processor(images=[img], return_tensors="pt",
-                                   size={"shortest_edge": MIN_PIXELS,
-                                         "longest_edge": MAX_PROCESSOR_PIXELS})
+                                   size={"shortest_edge": low, "longest_edge": high})
         grid_thw = processed["image_grid_thw"][0]
         merge = self.processor.merge_size
         size = (int(grid_thw[2]) // merge * TOKEN_PX, int(grid_thw[1]) // merge * TOKEN_PX)

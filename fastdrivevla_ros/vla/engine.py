@@ -160,7 +160,7 @@ class DrivingVLA:
     def prepare(self, images: dict, history: EgoHistory | None = None) -> ModelInputs:
         return prepare_inputs(self.tokenizer, self.image_processor, list(self.settings.cameras),
                               images, history or EgoHistory.stationary(), self.settings.max_pixels,
-                              self.settings.image_size)
+                              self.settings.image_size, self.device)
 
     @torch.inference_mode()
     def plan(self, images: dict, history: EgoHistory | None = None,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from fastdrivevla_ros.vla.settings import DEFAULTS
-
 #: Qwen2.5-VL's tokenizer_config added_tokens_decoder: (content, special), ids from 151643 on
 ADDED_TOKENS = [
     ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
@@ -28,6 +26,7 @@ ADDED_TOKENS = [
 ]
 FIRST_ADDED_ID = 151643
 VOCAB_SIZE = 151936     # Qwen2.5-VL's embedding rows (the tokenizer's 151,665 padded)
+PROCESSOR_PIXELS = (3136, 12_845_056)   # Qwen2.5-VL preprocessor_config min/max_pixels
 LEGACY_VOCAB = 787      # this builder's former trained-BPE vocabulary (see _random_model)
 
 # Qwen2-VL / Qwen2.5-VL chat template (as shipped in the hub's chat_template.json).
@@ -136,12 +135,14 @@ def build_config(tokenizer, preset: str = "tiny"):
         tie_word_embeddings=False)
 
 
-def build_image_processor(max_pixels: int = DEFAULTS["max_pixels"]):
-    """Qwen2-VL's image processor (PIL backend: torchvision has no CPU build here)."""
+def build_image_processor():
+    """Qwen2.5-VL's published preprocessor_config.json (min/max pixels 3,136 / 12,845,056):
+    the engine reads the bounds from the checkpoint, so the tiny model carries the real ones.
+    PIL backend: torchvision has no CPU build here."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    return Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14,
-                                    temporal_patch_size=2, merge_size=2)
+    return Qwen2VLImageProcessorPil(min_pixels=PROCESSOR_PIXELS[0], max_pixels=PROCESSOR_PIXELS[1],
+                                    patch_size=14, temporal_patch_size=2, merge_size=2)
 
 
 def _random_model(config, seed: int):
