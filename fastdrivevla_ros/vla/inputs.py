@@ -233,15 +233,15 @@ def prepare_pixels(images: list, cameras: list[str], max_pixels: int,
                for im, cam in zip(images, cameras)]
     area = geometry.patch_size ** 2
     rows = np.cumsum([0] + [w * h // area for _, (w, h) in sources]).tolist()
-    with torch.inference_mode():        # the same in the caller's thread and the workers'
-        out = torch.empty(rows[-1], 3 * geometry.temporal_patch_size * area, device=device)
+    inference = torch.is_inference_mode_enabled()
+    out = torch.empty(rows[-1], 3 * geometry.temporal_patch_size * area, device=device)
     std = torch.tensor(geometry.std, dtype=torch.float64)
     scale = (geometry.rescale_factor / std).float().view(3, 1, 1).to(device)
     bias = (-torch.tensor(geometry.mean, dtype=torch.float64) / std).float().view(3, 1, 1)
 
     def view(k: int) -> np.ndarray:
         frame = _frame(sources[k][0], cameras[k], sources[k][1])
-        with torch.inference_mode():    # per thread; `out` is an inference tensor
+        with torch.inference_mode(inference):   # grad modes are per thread: the caller's
             _patchify(frame, geometry, scale, bias.to(device), out[rows[k]:rows[k + 1]])
         return frame
 

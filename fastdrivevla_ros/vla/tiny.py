@@ -46,13 +46,20 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Presets: "tiny" for tests and the demo, "small" as the larger CPU benchmark config.
+# Presets: "tiny" for tests and the demo, "small" as the larger CPU benchmark config, "3b" with
+# Qwen2.5-VL-3B-Instruct's published config.json shapes (random weights: GPU timing and memory).
 PRESETS = {
     "tiny": dict(vision_depth=2, vision_width=32, vision_heads=2, text_width=64, text_layers=4,
                  text_heads=4, kv_heads=2, mlp=128, mrope=[2, 3, 3]),
     "small": dict(vision_depth=4, vision_width=256, vision_heads=4, text_width=512, text_layers=8,
                   text_heads=8, kv_heads=2, mlp=1536, mrope=[8, 12, 12]),
+    "3b": dict(vision_depth=32, vision_width=1280, vision_heads=16, vision_mlp=3420,
+               fullatt=[7, 15, 23, 31], text_width=2048, text_layers=36, text_heads=16,
+               kv_heads=2, mlp=11008, mrope=[16, 24, 24], max_positions=128000, tied=True,
+               tokens_per_second=2),
 }
+#: what make_tiny_model builds each preset in when no dtype is given
+PRESET_DTYPES = {"tiny": "float32", "small": "float32", "3b": "bfloat16"}
 
 
 def qwen_ranks() -> dict[bytes, int]:
@@ -117,22 +124,26 @@ def build_config(tokenizer, preset: str = "tiny"):
     return Qwen2_5_VLConfig(
         vision_config=dict(
             depth=p["vision_depth"], hidden_size=p["vision_width"], num_heads=p["vision_heads"],
-            intermediate_size=2 * p["vision_width"], out_hidden_size=p["text_width"],
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-            fullatt_block_indexes=[p["vision_depth"] - 1], in_chans=3),
+            intermediate_size=p.get("vision_mlp", 2 * p["vision_width"]),
+            out_hidden_size=p["text_width"], patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2, window_size=112, in_chans=3,
+            fullatt_block_indexes=p.get("fullatt", [p["vision_depth"] - 1]),
+            tokens_per_second=p.get("tokens_per_second", 4)),
         text_config=dict(
             vocab_size=VOCAB_SIZE, hidden_size=p["text_width"],
             num_hidden_layers=p["text_layers"], num_attention_heads=p["text_heads"],
             num_key_value_heads=p["kv_heads"], intermediate_size=p["mlp"],
-            max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=False,
+            max_position_embeddings=p.get("max_positions", 32768), rope_theta=1_000_000.0,
+            tie_word_embeddings=p.get("tied", False),
             rope_scaling={"type": "mrope", "mrope_section": p["mrope"]},
             eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), bos_token_id=None,
-        # untied (as Qwen2.5-VL-7B): with tied embeddings a random model's greedy reply repeats
-        # its input token forever, and decode-position bugs would go unseen
-        tie_word_embeddings=False)
+        # tiny/small untied (as Qwen2.5-VL-7B): with tied embeddings a random model's greedy
+        # reply repeats its input token forever, and decode-position bugs would go unseen; 3b
+        # as published (tied)
+        tie_word_embeddings=p.get("tied", False))
 
 
 def build_image_processor():
@@ -170,17 +181,53 @@ def _random_model(config, seed: int):
     return model
 
 
-def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write a randomly initialised Qwen2.5-VL + tokenizer + processor to `out_dir`."""
+def build_on_device(config, seed: int, device: str = "cpu", dtype: str = "bfloat16"):
+    """A random Qwen2.5-VL created directly on `device` in `dtype`: parameters are allocated
+    and initialised there (device + default-dtype context), never as an fp32 copy in host
+    memory. device "meta" gives shapes only (no memory), for checks."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from fastdrivevla_ros.vla.loading import parse_dtype
+
+    torch_dtype, before = parse_dtype(dtype), torch.get_default_dtype()
+    torch.manual_seed(seed)
+    torch.set_default_dtype(torch_dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(before)
+    return model.eval()
+
+
+def make_tiny_model(out_dir: str | Path, preset: str = "tiny", seed: int = 0,
+                    device: str = "cpu", dtype: str | None = None) -> Path:
+    """Write a randomly initialised Qwen2.5-VL + tokenizer + processor to `out_dir`.
+
+    tiny/small in float32 on the CPU by default (the seeded weights tests were set up on);
+    3b in bfloat16, built directly on `device` (e.g. cuda: ~7.5 GB there, none on the host
+    but what saving streams)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from fastdrivevla_ros.errors import ConfigError
+    from fastdrivevla_ros.vla.loading import parse_dtype
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    dtype = dtype or PRESET_DTYPES[preset]
+    parse_dtype(dtype)                       # bad input fails before anything is written
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: torch sees no CUDA GPU here")
+    tokenizer = build_tokenizer()
+    config = build_config(tokenizer, preset)
+    if preset == "3b" or device != "cpu" or dtype != "float32":
+        model = build_on_device(config, seed, device, dtype)
+    else:
+        model = _random_model(config, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    model = _random_model(build_config(tokenizer, preset), seed)
     model.generation_config = GenerationConfig(
         eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
         do_sample=False)
