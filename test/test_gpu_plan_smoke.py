@@ -36,7 +36,7 @@ def test_smoke_prints_the_whole_plan_table(tmp_path, tiny_model_dir):
     assert doc["grids"] == [[14, 24]] * 6
     for r in rows:
         assert r["plan"] > 0 and r["peak_mib"] > 0 and r["tokens"] > 0 and r["same_reply"]
-    assert all(r["passes"] < r["tokens"] for r in rows[1:])    # forced tokens ride along
+    assert all(r["passes"] < r["tokens"] / 2 for r in rows[1:])    # forced tokens ride along
     assert "| transformers generate |" in done.stdout and (out / "gpu_plan.md").is_file()
 
 
