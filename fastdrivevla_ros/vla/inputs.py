@@ -239,8 +239,12 @@ def prepare_pixels(images: list, cameras: list[str], max_pixels: int,
     scale = (geometry.rescale_factor / std).float().view(3, 1, 1).to(device)
     bias = (-torch.tensor(geometry.mean, dtype=torch.float64) / std).float().view(3, 1, 1)
 
+    threads = torch.get_num_threads()
+
     def view(k: int) -> np.ndarray:
         frame = _frame(sources[k][0], cameras[k], sources[k][1])
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)   # OpenMP's count is per thread: the caller's
         with torch.inference_mode(inference):   # grad modes are per thread: the caller's
             _patchify(frame, geometry, scale, bias.to(device), out[rows[k]:rows[k + 1]])
         return frame
