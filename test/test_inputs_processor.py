@@ -53,8 +53,9 @@ def reference(proc, jpegs: dict, budget: int = BUDGET, **call):
 
 
 def ours(proc, jpegs: dict, budget: int = BUDGET):
-    return prepare_pixels(list(jpegs.values()), list(jpegs), budget, None,
-                          ProcessorGeometry.of(proc))
+    frames, pixels, _ = prepare_pixels(list(jpegs.values()), list(jpegs), budget, None,
+                                       ProcessorGeometry.of(proc))
+    return frames, pixels
 
 
 def grid_thw(frames) -> torch.Tensor:

@@ -221,65 +221,71 @@ def _patchify(frame: np.ndarray, geometry: ProcessorGeometry, scale: torch.Tenso
 
 def prepare_pixels(images: list, cameras: list[str], max_pixels: int,
                    image_size: tuple[int, int] | None, geometry: ProcessorGeometry,
-                   device: torch.device | str = "cpu") -> tuple[list[np.ndarray], torch.Tensor]:
-    """Every view -> (uint8 frames at the model's size, float32 pixel_values on `device`).
+                   device: torch.device | str = "cpu", meanwhile=None):
+    """Every view -> (uint8 frames at the model's size, float32 pixel_values on `device`,
+    meanwhile's result).
 
     Headers are read first (bad input fails in camera order before any decode); then each view
     is decoded, resized and patchified in its own thread, straight into its rows of the output:
     PIL's decode and resize and torch's kernels release the GIL, so the views run in parallel
-    even with torch on one thread.
+    even with torch on one thread. `meanwhile(sizes)` (e.g. the prompt's tokenization, which
+    needs only the (w, h) sizes) runs in the calling thread while they decode.
     """
     sources = [_source(im, cam, max_pixels, image_size, geometry)
                for im, cam in zip(images, cameras)]
     area = geometry.patch_size ** 2
     rows = np.cumsum([0] + [w * h // area for _, (w, h) in sources]).tolist()
-    inference = torch.is_inference_mode_enabled()
     out = torch.empty(rows[-1], 3 * geometry.temporal_patch_size * area, device=device)
     std = torch.tensor(geometry.std, dtype=torch.float64)
     scale = (geometry.rescale_factor / std).float().view(3, 1, 1).to(device)
     bias = (-torch.tensor(geometry.mean, dtype=torch.float64) / std).float().view(3, 1, 1)
-
-    threads = torch.get_num_threads()
+    bias = bias.to(device)
+    inference, threads = torch.is_inference_mode_enabled(), torch.get_num_threads()
 
     def view(k: int) -> np.ndarray:
         frame = _frame(sources[k][0], cameras[k], sources[k][1])
         if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)   # OpenMP's count is per thread: the caller's
-        with torch.inference_mode(inference):   # grad modes are per thread: the caller's
-            _patchify(frame, geometry, scale, bias.to(device), out[rows[k]:rows[k + 1]])
+            torch.set_num_threads(threads)      # OpenMP's count is per thread: the caller's
+        with torch.inference_mode(inference):   # so is the grad mode
+            _patchify(frame, geometry, scale, bias, out[rows[k]:rows[k + 1]])
         return frame
 
-    if len(sources) == 1:
-        return [view(0)], out
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:
-        return list(pool.map(view, range(len(sources)))), out
+        futures = [pool.submit(view, k) for k in range(len(sources))]
+        extra = meanwhile([size for _, size in sources]) if meanwhile else None
+        return [f.result() for f in futures], out, extra
 
 
 def prepare_inputs(tokenizer, image_processor, cameras: list[str], images: dict,
                    history: EgoHistory, max_pixels: int,
                    image_size: tuple[int, int] | None = None,
                    device: torch.device | str = "cpu") -> ModelInputs:
+    """Images (by camera) + ego history -> the model's inputs, pixel_values on `device`."""
     missing = [c for c in cameras if c not in images]
     if missing:
         raise InputError(f"missing camera image(s): {missing}")
     geometry = ProcessorGeometry.of(image_processor)
-    resized, pixels = prepare_pixels([images[c] for c in cameras], cameras, max_pixels,
-                                     image_size, geometry, device)
-    factor = geometry.factor
-    grids = [(a.shape[0] // factor, a.shape[1] // factor) for a in resized]
+
+    def prompt(sizes: list[tuple[int, int]]):
+        """The chat template with each <|image_pad|> expanded to its view's token count."""
+        grids = [(h // geometry.factor, w // geometry.factor) for w, h in sizes]
+        text = tokenizer.apply_chat_template(build_messages(cameras, history), tokenize=False,
+                                             add_generation_prompt=True)
+        pieces = text.split(IMAGE_PAD)
+        if len(pieces) != len(cameras) + 1:
+            raise InputError(f"chat template produced {len(pieces) - 1} image slots for "
+                             f"{len(cameras)} images")
+        text = pieces[0] + "".join(IMAGE_PAD * (r * c) + p
+                                   for (r, c), p in zip(grids, pieces[1:]))
+        return grids, text, tokenizer(text, return_tensors="pt",
+                                      add_special_tokens=False)["input_ids"]
+
+    resized, pixels, (grids, text, ids) = prepare_pixels(
+        [images[c] for c in cameras], cameras, max_pixels, image_size, geometry, device, prompt)
     grid_thw = torch.tensor([[1, r * geometry.merge_size, c * geometry.merge_size]
                              for r, c in grids], dtype=torch.int64)
-
-    text = tokenizer.apply_chat_template(build_messages(cameras, history), tokenize=False,
-                                         add_generation_prompt=True)
-    pieces = text.split(IMAGE_PAD)
-    if len(pieces) != len(cameras) + 1:
-        raise InputError(f"chat template produced {len(pieces) - 1} image slots for "
-                         f"{len(cameras)} images")
-    text = pieces[0] + "".join(IMAGE_PAD * (r * c) + p for (r, c), p in zip(grids, pieces[1:]))
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
     return ModelInputs(input_ids=ids, attention_mask=torch.ones_like(ids),
                        mm_token_type_ids=(ids == image_id).int(),
-                       pixel_values=pixels,
-                       image_grid_thw=grid_thw, grids=grids, resized=resized, text=text)
+                       pixel_values=pixels, image_grid_thw=grid_thw, grids=grids,
+                       resized=resized, text=text)

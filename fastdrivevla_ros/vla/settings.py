@@ -162,8 +162,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('cameras', ('CAM_FRONT',), 'cameras fed to the model (and synchronised), '
               'nuScenes channel names; the first one stamps the plan (Impromptu-VLA is trained '
               'on CAM_FRONT only; multi-view models take all six)', problem=_cameras_problem),
-    ParamSpec('max_pixels', 512 * 512, 'per-image pixel budget before the 28-px token grid '
-              '(Impromptu-VLA: 262144)', low=3136, high=16777216),
+    ParamSpec('max_pixels', 512 * 512, 'per-image pixel budget of the aspect-keeping shrink '
+              "before the checkpoint processor's 28-px grid (Impromptu-VLA: 262144); wins over "
+              'a narrower max_pixels in the checkpoint', low=3136, high=16777216),
     ParamSpec('image_width', 0, 'fixed resize width in px (0 = keep aspect within max_pixels; '
               '1596 with image_height 1596 gives 3,249 tokens)', low=0, high=4096),
     ParamSpec('image_height', 0, 'fixed resize height in px (0 = keep aspect)', low=0, high=4096),
