@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_plan.py --model DIR [--device cuda] [--dtype bfloat16] [--out DIR]
 
-One model load, one input (six synthetic 1600x900 views), interleaved timed rounds. Rows:
+One model load, one input (six synthetic 1600x900 views), timed rounds interleaved within
+each decode step. Rows:
 transformers `generate` (greedy, unpruned, no grammar, as many tokens as our reply; its own
 preprocessing included) and ours, constrained with forced tokens, for every decode step
 (dynamic / static / compiled) x draft (none / oracle: the plan's own reply as the draft, a car
@@ -113,14 +114,19 @@ def main(argv=None) -> int:
                        "same_reply": r.text == oracle[row["ratio"]].text}
         return {**out, "peak_mib": peak[0]}
 
+    # one block per decode step (generate first), rows interleaved within it: switching
+    # static <-> compiled rebuilds the cache and would re-record CUDA graphs every round
     samples = {i: [] for i in range(len(rows))}
+    blocks = [[0]] + [[i for i, r in enumerate(rows) if r["decode_step"] == s]
+                      for s in args.decode_steps]
     with MemoryProbe(dev) as probe:
-        for _ in range(args.warmup):
-            for row in rows:
-                sample(row, probe)
-        for _ in range(args.repeats):
-            for i, row in enumerate(rows):
-                samples[i].append(sample(row, probe))
+        for block in blocks:
+            for _ in range(args.warmup):
+                for i in block:
+                    sample(rows[i], probe)
+            for _ in range(args.repeats):
+                for i in block:
+                    samples[i].append(sample(rows[i], probe))
     base = _median(samples[0], "plan")
     for i, row in enumerate(rows):
         s = samples[i]
