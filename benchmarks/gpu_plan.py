@@ -3,17 +3,19 @@
     python benchmarks/gpu_plan.py --model DIR [--device cuda] [--dtype bfloat16] [--out DIR]
 
 One model load, one input (six synthetic 1600x900 views), timed rounds interleaved within
-each decode step. Rows:
-transformers `generate` (greedy, unpruned, no grammar, as many tokens as our reply; its own
-preprocessing included) and ours, constrained with forced tokens, for every decode step
-(dynamic / static / compiled) x draft (none / oracle: the plan's own reply as the draft, a car
-standing still; only where the engine takes `plan(..., draft=)`) x pruning ratio (0 / 0.75,
---pruner). Each row: plan ms (median) and its speedup over generate, stage medians
-(preprocess / vision / scoring / prefill / decode), decode passes, tokens, draft / accepted
-tokens, peak memory (CUDA: max allocated; CPU: sampled RSS, model included), and whether the
-reply equals the dynamic, draft-free one (exact in float32; bf16 kernels may differ). Writes
-gpu_plan.json and gpu_plan.md under --out. benchmarks/gpu_plan.sh builds the model and runs
-this; its --smoke runs it on CPU with the tiny preset.
+each decode step. Rows: transformers `generate` (greedy, unpruned, no grammar, as many tokens
+as our reply; its own preprocessing included) and ours, constrained with forced tokens, for
+every decode step (dynamic / static / compiled) x draft (none / oracle: the plan's own reply
+text as the draft, as `bench --draft oracle` does; only where the engine takes
+`plan(..., draft=)`) x pruning ratio (0 / 0.75, --pruner). Each row: plan ms (median) and its
+speedup over generate, stage medians (preprocess / vision / scoring / prefill / decode),
+decode passes, tokens, draft / accepted tokens, peak memory (CUDA: max allocated; CPU: sampled
+RSS, model included), and whether the reply equals the dynamic, draft-free one (exact in
+float32; bf16 kernels may differ). Writes gpu_plan.json and gpu_plan.md under --out.
+It drives the engine with the bench's own timers rather than running `fastdrivevla bench`
+once per decode step: that would load the 3B model and time `generate` three times, too slow
+for the 6-minute budget. benchmarks/gpu_plan.sh builds the model and runs this; its --smoke
+runs it on CPU with the tiny preset.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
             else:
                 engine.pruner = unpruned if row["ratio"] == 0 else pruned
                 engine.configure(pruning_ratio=row["ratio"], decode_step=row["decode_step"])
-                kwargs = {"draft": oracle[row["ratio"]].waypoints} \
+                kwargs = {"draft": oracle[row["ratio"]].text} \
                     if row["draft"] == "oracle" else {}
                 timer = WallTimer(engine.device)
                 with timer():
