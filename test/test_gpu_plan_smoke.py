@@ -37,6 +37,8 @@ def test_smoke_prints_the_whole_plan_table(tmp_path, tiny_model_dir):
     for r in rows:
         assert r["plan"] > 0 and r["peak_mib"] > 0 and r["tokens"] > 0 and r["same_reply"]
     assert all(r["passes"] < r["tokens"] / 2 for r in rows[1:])    # forced tokens ride along
+    for r in rows[1:]:     # the plan's own reply as draft: verified in a pass or two
+        assert (r["passes"] <= 3 and r["accepted_tokens"] > 0) == (r["draft"] == "oracle")
     assert "| transformers generate |" in done.stdout and (out / "gpu_plan.md").is_file()
 
 
