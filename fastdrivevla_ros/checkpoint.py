@@ -32,10 +32,13 @@ def save_weights(module, path: Path | str, config_json: str) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    from fastdrivevla_ros.files import atomic_path, write_text
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous()
              for k, v in module.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
-    (path / CONFIG_NAME).write_text(config_json)
+    with atomic_path(path / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text(path / CONFIG_NAME, config_json)
     return path

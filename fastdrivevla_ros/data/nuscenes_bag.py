@@ -27,6 +27,7 @@ from fastdrivevla_ros.data.ego import yaw_quaternion
 from fastdrivevla_ros.data.scene import KeyframeTruth, SceneTruth, open_nuscenes, select_scenes
 from fastdrivevla_ros.data.typestore import get_typestore
 from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import write_json
 from fastdrivevla_ros.vla.prompt import CAMERAS, WAYPOINT_DT
 
 STORAGES = ("mcap", "sqlite3")
@@ -400,6 +401,11 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
             raise
         if distro == "humble":
             _humble_metadata(tmp)
+        # part of the bag's identity (eval/run_folder.bag_id): what made its ground truth
+        write_json(tmp / "conversion.json", {
+            "version": version, "scenes": [t.scene["name"] for t in truths],
+            "sweeps": sweeps, "patch_size_m": patch_m, "patch_resolution_m": patch_res,
+            "max_keyframes": max_keyframes, "storage": storage, "distro": distro})
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return ConvertStats(len(truths), total, converter.full_future, writer.count, size,
                         time.perf_counter() - t0)

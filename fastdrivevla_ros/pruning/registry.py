@@ -59,7 +59,12 @@ def check_pruner(name: str, options: dict | None = None) -> None:
 
 
 def require_pruning(name: str, ratio: float, view_ratios=None) -> None:
-    """A pruner asked to prune nothing is a mistake, not a silent unpruned run."""
+    """A pruner asked to prune nothing, or one that keeps every token asked to prune, is a
+    mistake: the run would silently not be what was asked for."""
+    if pruner_class(name).keeps_all and (ratio or any(view_ratios or ())):
+        given = f"--pruning-ratio {ratio}" if ratio else f"per-view ratios {list(view_ratios)}"
+        raise ConfigError(f"pruner {name!r} keeps every token, so {given} would be ignored; "
+                          "choose a pruner (e.g. --pruner fastv) or drop the ratio")
     if not pruner_class(name).keeps_all and not ratio and not any(view_ratios or ()):
         raise ConfigError(f"pruner {name!r} with pruning ratio 0 and no per-view ratios prunes "
                           "nothing; give --pruning-ratio P (0 < P < 1), per-view ratios, or "
