@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError, InputError
 from fastdrivevla_ros.files import write_text
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if values["untrained"]:
         print(f"note: pruner {values['pruner']!r} is UNTRAINED (random scores)", file=sys.stderr)
     history = parse_history(args.history)          # every argument checked before loading
+    if args.out:
+        check_out_dir(args.out)
     require_pruning(values["pruner"], values["pruning_ratio"], values["view_ratios"])
     engine = DrivingVLA.from_pretrained(values["model"], **kwargs)
     result = engine.plan(images, history)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings, yaml_values
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings, \
+    yaml_values
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.eval.budget_search import check_search, check_search_folder, \
     DEFAULT_LAMBDA, RATE_RANGE, search_budgets, search_settings, write_config, write_search_json
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"pruner {values['pruner']!r} keeps every token: there are no budgets "
                           "to search; give --pruner (e.g. tfps)")
     len(BagFrames(args.bag))          # a missing or broken bag fails before the model loads
+    check_out_dir(args.out)
     check_search_folder(args.out, search_settings(           # so does a foreign --out
         args.bag, values["cameras"], args.lam, args.seed, args.limit,
         (args.min_rate, args.max_rate)))

@@ -201,7 +201,15 @@ def load_metrics(run_dir) -> dict:
     if not path.is_file():
         raise DataError(f"no metrics.json in {run_dir}: run `fastdrivevla replay` "
                         "(or merge) first")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({e}); rerun `fastdrivevla replay` into "
+                        f"{run_dir} to rewrite it") from e
+    if not isinstance(metrics, dict) or "convention" not in metrics:
+        raise DataError(f"{path}: not the metrics.json of a replay run; rerun `fastdrivevla "
+                        f"replay` into {run_dir} to rewrite it")
+    return metrics
 
 
 def _scored(records: list[dict]) -> set[str]:

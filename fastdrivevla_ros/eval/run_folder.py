@@ -70,7 +70,9 @@ def weights_identity(model: str = "", pruner_options: dict | None = None) -> dic
     if model:
         path = Path(model).expanduser()
         if not path.is_dir():
-            path = _hub_snapshot(model)
+            from fastdrivevla_ros.vla.loading import cached_hub_snapshot
+
+            path = cached_hub_snapshot(model)
         out["model"] = path_digest(path, suffixes=MODEL_SUFFIXES) if path else None
     weights = (pruner_options or {}).get("weights")
     if weights:
@@ -78,14 +80,6 @@ def weights_identity(model: str = "", pruner_options: dict | None = None) -> dic
             if Path(weights).is_dir() else None
     return out
 
-
-def _hub_snapshot(model: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception:       # not a hub id, or not downloaded: no local content to identify
-        return None
 
 
 def manifest_differences(old: dict, new: dict, keys=MANIFEST_KEYS) -> list[str]:

@@ -196,6 +196,14 @@ def check_resume(cfg: TrainConfig) -> Path | None:
         raise CheckpointError(f"{ckpt / 'trainer_state.json'}: unreadable ({e}); delete "
                               f"{ckpt} to resume from an older checkpoint, or pass "
                               "--no-resume") from e
+    from fastdrivevla_ros.checkpoint import check_safetensors
+
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        try:
+            check_safetensors(ckpt / name)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; delete {ckpt} to resume from the checkpoint before "
+                                  "it, or pass --no-resume") from None
     new = _comparable(asdict(cfg)) | {"model_identity": model_identity(cfg)}
     diff = [f"{k}: {old.get(k)!r} != {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
