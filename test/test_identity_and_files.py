@@ -250,3 +250,60 @@ def test_plan_refuses_before_loading(tmp_path, capsys, argv, message):
     assert main(["plan", "--model", str(model), *argv]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+# ------------------------------------------------------------------ leftovers: SIGTERM, kill -9
+def _cli(*argv):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "fastdrivevla_ros.cli", *map(str, argv)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _when(condition, proc, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+def test_convert_stopped_by_sigterm_or_killed_leaves_no_partial_folder(scene_dir, tmp_path):
+    import signal
+
+    out = tmp_path / "bag"
+    stale = tmp_path / f".{out.name}.partial-{2 ** 22 + 12345}"     # a kill -9's leftover
+    stale.mkdir()
+    proc = _cli("convert", "--dataroot", scene_dir, "--version", "v1.0-mini", "--scenes",
+                "scene-0916", "--max-keyframes", "2", "--out", out)
+    try:
+        _when(lambda: any(tmp_path.glob(f".{out.name}.partial-{proc.pid}")), proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "terminated" in proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []       # stale one removed too
+
+
+def test_replay_stopped_by_sigterm_is_a_clean_interrupt(bag, tiny_model_dir, tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    proc = _cli("replay", bag, "--model", tiny_model_dir, "--out", out, "--max-pixels", "3136",
+                "--max-new-tokens", "4", "--no-constrained", "--no-progress")
+    try:
+        _when(lambda: (out / "shard.json").exists(), proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "terminated (SIGTERM)" in proc.stderr.read()
+    # no manifest-only folder: either nothing, or predictions a rerun resumes from
+    assert not out.exists() or (out / "predictions.jsonl").read_text().count("\n") >= 1

@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:                                # said by the command, pointing at its --help
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(module.run(args) or 0)
+    except Terminated:
+        print("terminated (SIGTERM); a rerun with the same arguments resumes", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -97,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:   # a bug: still one line, the traceback with --verbose
         return _fail(args, f"internal error {type(e).__name__}: {e} (rerun with --verbose for "
                      "the traceback and report it)", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): unwound like Ctrl-C, so every clean-up runs
+    (a half-made run folder or bag is removed, locks are released)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

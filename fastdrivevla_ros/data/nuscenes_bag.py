@@ -343,11 +343,31 @@ def _humble_metadata(bag: Path) -> None:
     path.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
+def _remove_stale_stages(out: Path) -> None:
+    """Delete the stages of conversions into `out` whose process is gone (kill -9, a crash):
+    they can never be finished. A live one (another convert now) is left alone."""
+    for stage in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stage.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's process
+        return True
+    return True
+
+
 @contextmanager
 def staged_bag(out: Path):
     """Yields where to write a bag; on success it is renamed to `out` (replacing it), on any
     failure it is deleted. It lives at <hidden sibling dir>/<out.name> so the storage file
     already has its final name (<name>.mcap / .db3)."""
+    _remove_stale_stages(out)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
