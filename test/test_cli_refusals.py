@@ -69,7 +69,7 @@ CASES = [
     (PLAN + ["--pruner", "sparsevlm", "--pruning-ratio", "0.5", "--pruner-options",
              '{"locations": [2, 6.5]}'], "option 'locations' must be tuple[int, ...]"),
     (PLAN + ["--pruner", "recon", "--pruning-ratio", "0.5", "--pruner-weights", "{missing}"],
-     "--pruner-weights {missing}: no such directory"),
+     "--pruner-weights {missing}: no such file or directory"),
     # the runtime this torch can run
     (PLAN + ["--device", "cuda"], "--device cuda: this torch"),
     (PLAN + ["--attn-implementation", "flash_attention_2"], "needs the flash-attn package"),

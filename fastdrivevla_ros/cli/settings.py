@@ -163,8 +163,8 @@ def _check_pruner_builds(values: dict[str, Any]) -> None:
 
     weights = values.get("pruner_weights")
     if weights and not Path(weights).expanduser().is_dir():
-        raise ConfigError(f"--pruner-weights {weights}: no such directory (a folder written "
-                          "by `fastdrivevla train-pruner`)")
+        raise ConfigError(f"--pruner-weights {weights}: no such file or directory (give the "
+                          "folder `fastdrivevla train-pruner` wrote)")
     build_pruner(values["pruner"], **pruner_options_of(values))
 
 
