@@ -148,6 +148,14 @@ def test_a_resume_with_other_settings_is_refused_and_a_stopped_run_looks_unfinis
     assert main(base) == 2
     assert "model_identity: '" in capsys.readouterr().err
     weights.write_bytes(original)
+    cut = tmp_path / "cut"                              # a checkpoint cut by a full disk
+    shutil.copytree(out, cut)
+    state = cut / "checkpoints" / "step-00000001" / "model.safetensors"
+    with open(state, "r+b") as f:
+        f.truncate(state.stat().st_size // 2)
+    assert main([str(cut) if a == str(out) else a for a in map(str, base)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{state}: truncated or corrupt" in err, err
     assert before == {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
     # killed after logging step 2 but before its checkpoint: the redone step is logged once
