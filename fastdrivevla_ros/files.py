@@ -34,7 +34,7 @@ def json_safe(value):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if hasattr(value, "item") and hasattr(value, "dtype"):     # numpy scalars
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):     # numpy scalars
         return json_safe(value.item())
     return value
 
