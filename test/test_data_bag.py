@@ -196,7 +196,9 @@ def test_agents_are_current_annotations_with_category_names_and_futures(bag, nus
 
 def test_humble_sqlite_bag_has_humble_metadata_and_reads_back_identically(scene_dir, bag):
     small = converted_bag(scene_dir, storage="sqlite3", distro="humble", max_keyframes=3)
-    assert [p.suffix for p in small.iterdir() if p.name != "metadata.yaml"] == [".db3"]
+    storage = [p.suffix for p in small.iterdir()
+               if p.name not in ("metadata.yaml", "conversion.json")]
+    assert storage == [".db3"]
     meta = yaml.safe_load((small / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["version"] == 5 and "ros_distro" not in meta
     for entry in meta["topics_with_message_count"]:
@@ -298,7 +300,8 @@ def test_cli_convert_writes_a_bag(scene_dir, tmp_path, capsys):
     assert main(["convert", "--dataroot", str(scene_dir), "--version", "v1.0-mini",
                  "--scenes", "scene-0916", "--max-keyframes", "2", "--out", str(out)]) == 0
     assert "2 keyframes (2 with a full 3 s future)" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["bag.mcap", "metadata.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["bag.mcap", "conversion.json",
+                                                     "metadata.yaml"]
     assert [f.token for f in frames(out)] == _first_two(scene_dir)
 
 

@@ -26,7 +26,7 @@ LAYERS = {
     'pruning': 3,
     'viz': 2,
     'compat': 1, 'checkpoint': 1, 'conventions': 1,
-    'errors': 0,
+    'errors': 0, 'files': 0,
 }
 # third-party modules only the ROS adapter (and launch files) may import
 ROS_ONLY = {'rclpy', 'message_filters', 'cv_bridge', 'launch', 'launch_ros', 'tf2_ros',

@@ -58,15 +58,14 @@ def test_node_defaults_equal_cli_defaults_equal_planner_settings(command):
         {k: planner[k] for k in _planner_fields(engine_kwargs(node))}
 
 
-def test_a_search_budgets_yaml_runs_the_same_in_replay_and_the_node(tmp_path):
+def test_a_search_budgets_yaml_runs_the_same_in_replay_and_the_node(tmp_path, tiny_model_dir):
     """What search-budgets writes resolves to the same planner in `replay --config` and the node."""
     from fastdrivevla_ros.cli.replay import planner_settings, resolve
     from fastdrivevla_ros.cli.search_budgets import write_budgets
     from fastdrivevla_ros.eval.budget_search import SearchResult, Trial
     from fastdrivevla_ros.vla.settings import load_parameter_file
 
-    model = tmp_path / "model"
-    model.mkdir()
+    model = tiny_model_dir          # the model is checked (config, weights, tokenizer) too
     base = tmp_path / "drive.yaml"
     base.write_text("/**:\n  ros__parameters:\n    odom_topic: car/odom\n    max_pixels: 50176\n"
                     "    constrained: false\n")

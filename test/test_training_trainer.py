@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,3 +120,48 @@ def test_killed_run_resumes_at_its_last_checkpoint_and_matches_an_uninterrupted_
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_a_resume_with_other_settings_is_refused_and_a_stopped_run_looks_unfinished(
+        tiny_model_dir, scene_dir, scene_masks, tmp_path, capsys, one_thread):
+    out, model = tmp_path / "recon", tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    base = _args(model, scene_dir, scene_masks, out, "--max-steps", "3",
+                 "--decoder-warmup-steps", "1", "--log-every", "1", "--previews", "0")
+    assert main([*base, "--until-step", "1"]) == 0
+    # stopped early: no final-looking pruner at the top, the step's own one in its checkpoint
+    assert not (out / "model.safetensors").exists()
+    assert (out / "checkpoints" / "step-00000001" / "pruner" / "model.safetensors").is_file()
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    for flags, difference in [(["--seed", "1"], "seed: 0 != 1"),
+                              (["--lr", "2e-3"], "lr: 0.001 != 0.002"),
+                              (["--batch-size", "1"], "batch_size: 2 != 1"),
+                              (["--mode", "mask_prediction"], "mode: 'afbr' != 'mask_prediction'")]:
+        assert main([*base, *flags]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and difference in err, err
+        assert len(err) < 400, err                      # the differences, not a key dump
+    weights = model / "model.safetensors"               # same path, other weights
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
+    assert main(base) == 2
+    assert "model_identity: '" in capsys.readouterr().err
+    weights.write_bytes(original)
+    cut = tmp_path / "cut"                              # a checkpoint cut by a full disk
+    shutil.copytree(out, cut)
+    state = cut / "checkpoints" / "step-00000001" / "model.safetensors"
+    with open(state, "r+b") as f:
+        f.truncate(state.stat().st_size // 2)
+    assert main([str(cut) if a == str(out) else a for a in map(str, base)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{state}: truncated or corrupt" in err, err
+    assert before == {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    # killed after logging step 2 but before its checkpoint: the redone step is logged once
+    with open(out / "train_log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 2, "loss": 1.0}) + "\n")
+    assert main(base) == 0
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert (out / "model.safetensors").is_file()        # finished: now it is final

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.files import save_figure, write_text
 
 
 # ---------------------------------------------------------------------------------- formatting
@@ -181,7 +182,7 @@ def plot_prefill_vs_tokens(doc: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -239,7 +240,7 @@ def plot_scaling(doc: dict, path: Path) -> Path:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -255,7 +256,7 @@ def _out_dir(out_dir) -> Path:
 
 def write_json(doc: dict, path: Path) -> Path:
     # allow_nan=False: a NaN would be invalid JSON and always means a measurement bug
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -265,7 +266,7 @@ def _write_report(doc: dict, out_dir, name: str, validate, markdown, plot,
     validate(doc)
     out = _out_dir(out_dir)
     md = out / f"{name}.md"
-    md.write_text(markdown(doc))
+    write_text(md, markdown(doc))
     return {"json": write_json(doc, out / f"{name}.json"), "markdown": md,
             "plot": plot(doc, out / plot_name)}
 

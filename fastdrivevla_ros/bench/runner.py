@@ -336,6 +336,27 @@ def _probe_flops(engine, frames, configs, skipped, progress) -> dict[int, tuple[
     return {i: v for i, v in out.items() if configs[i].pruner_name not in dead}
 
 
+def check_bench(pruners: list[str] | None, ratios, pruner_options: dict | None = None,
+                plan_pruner: str | None = None, plan_ratios=(), repeats: int = 5,
+                warmup: int = 1, decode_tokens: int | None = None,
+                threads: int | None = None) -> None:
+    """Every argument of run_bench that does not need the model, checked (each pruner built
+    with its options) so a mistake costs a second, not a benchmark."""
+    from fastdrivevla_ros.pruning.registry import available_pruners, pruner_class
+
+    _check_counts(repeats, warmup, decode_tokens)
+    for what, values in (("ratios", ratios), ("plan ratios", plan_ratios)):
+        if any(not 0.0 <= float(r) < 1.0 for r in values):
+            raise ConfigError(f"{what} must be in [0, 1), got {list(values)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    names = list(available_pruners() if pruners is None else pruners)
+    for name in [*(pruner_options or {}), *names, *([plan_pruner] if plan_pruner else [])]:
+        pruner_class(name)                          # unknown names, options of unknown pruners
+    for name in dict.fromkeys([*names, *([plan_pruner] if plan_pruner else [])]):
+        _build_for_timing(name, (pruner_options or {}).get(name))
+
+
 # ---------------------------------------------------------------------------------- run_bench
 def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS,
               views: int = 1, max_pixels: int = DEFAULTS["max_pixels"],
@@ -360,14 +381,11 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
     from fastdrivevla_ros.pruning.registry import available_pruners
     from fastdrivevla_ros.vla.engine import DrivingVLA
 
-    _check_counts(repeats, warmup, decode_tokens)
+    check_bench(pruners, ratios, pruner_options, plan_pruner if decode_tokens is None else None,
+                plan_ratios, repeats, warmup, decode_tokens, threads)
     ratios = sorted({float(r) for r in ratios} | {0.0})
-    if any(not 0.0 <= r < 1.0 for r in ratios):
-        raise ConfigError(f"ratios must be in [0, 1), got {ratios}")
     dev = parse_device(device)
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     cameras = cameras_for(views)
     pruners = list(available_pruners() if pruners is None else pruners)

@@ -38,10 +38,13 @@ class ScalingPoint:
         try:
             views, size = text.split(":")
             w, h = (int(v) for v in size.lower().split("x"))
-            return cls(int(views), (w, h))
+            point = cls(int(views), (w, h))
         except ValueError as e:
             raise ConfigError(f"scaling point must be VIEWS:WxH (e.g. 1:1596x1596), got "
                               f"{text!r}") from e
+        if not 1 <= point.views <= 6 or min(w, h) < 28:
+            raise ConfigError(f"scaling point {text!r}: 1 to 6 views of at least 28x28 px")
+        return point
 
 
 #: 336 (Impromptu's 672x392) -> 1,296 -> 6 views x 336 = 2,016 -> 3,249 (FastDriveVLA's 1596^2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
+import signal
 import sys
 import traceback
 
@@ -44,8 +46,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """Argument errors in one line, with where to read more (no 10-line usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fastdrivevla",
         description="Qwen2.5-VL driving planner with visual-token pruning (FastDriveVLA). "
                     "Run `fastdrivevla COMMAND --help` for each command's options.")
@@ -63,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     from fastdrivevla_ros.errors import FastDriveError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    # offline by default: a mistyped --model is refused at once, not retried against the hub
+    # for half a minute (HF_HUB_OFFLINE=0 allows downloads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     # first pass: which command? then let its module add its options and parse again
     # (-h is held back in this pass so the command's own options appear in its --help)
@@ -73,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(known._module)
     sub = next(a for a in parser._subparsers._group_actions).choices[known.command]
     module.configure_parser(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                                # said by the command, pointing at its --help
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(module.run(args) or 0)
+    except Terminated:
+        print("terminated (SIGTERM); a rerun with the same arguments resumes", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -84,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:   # a bug: still one line, the traceback with --verbose
         return _fail(args, f"internal error {type(e).__name__}: {e} (rerun with --verbose for "
                      "the traceback and report it)", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`): unwound like Ctrl-C, so every clean-up runs
+    (a half-made run folder or bag is removed, locks are released)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -97,7 +126,10 @@ _OS_HINTS = {errno.ENOSPC: "free disk space or write to another disk",
              errno.EDQUOT: "free disk space or write to another disk",
              errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
              errno.EROFS: "write to a writable location",
-             errno.ENOENT: "check the path"}
+             errno.ENOENT: "check the path",
+             errno.ENOTDIR: "a part of the path is a file, not a directory",
+             errno.EEXIST: "it exists and is not a directory",
+             errno.EISDIR: "it is a directory; give a file"}
 
 
 def describe_error(e: Exception) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError
 
 # the bench sweeps pruners, ratios and views itself; these settings come from the schema
@@ -33,6 +33,27 @@ def parse_pruner_options(text: str | None) -> dict:
         raise ConfigError('--pruner-options must map pruner names to option objects, e.g. '
                           '{"recon": {"weights": "runs/recon"}}')
     return options
+
+
+def check_arguments(args: argparse.Namespace) -> list:
+    """Every bench argument checked without the model; returns the scaling points."""
+    from fastdrivevla_ros.bench.scaling import ScalingPoint
+
+    if args.scaling:
+        points = [ScalingPoint.parse(p) for p in args.scaling_points.split(",") if p.strip()]
+        if not points:
+            raise ConfigError("--scaling-points: no points given")
+        return points
+    from fastdrivevla_ros.bench.runner import check_bench
+
+    pruners = [p.strip() for p in args.pruners.split(",") if p.strip()] if args.pruners \
+        else None
+    check_bench(pruners, parse_float_list(args.ratios, "--ratios"),
+                parse_pruner_options(args.pruner_options),
+                (args.plan_pruner or None) if args.decode_tokens is None else None,
+                parse_float_list(args.plan_ratios, "--plan-ratios"), args.repeats,
+                args.warmup, args.decode_tokens, args.threads)
+    return []
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -78,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     values = resolve_settings(args, BENCH_SETTINGS)
     if not values["model"]:
         raise ConfigError("--model is required (or a --config that sets model)")
+    check_out_dir(args.out)
+    points = check_arguments(args)                 # everything, before the model loads
     device = resolve_device(values["device"])
     common = dict(repeats=args.repeats, warmup=args.warmup, device=device,
                   dtype=resolve_dtype(values["dtype"], device),
@@ -85,8 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scaling:
         from fastdrivevla_ros.bench.scaling import run_scaling
 
-        doc = run_scaling(values["model"], [p for p in args.scaling_points.split(",") if p],
-                          **common)
+        doc = run_scaling(values["model"], points, **common)
         paths = write_scaling(doc, args.out)
         print(scaling_markdown(doc))
     else:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
 from fastdrivevla_ros.errors import DataError
+from fastdrivevla_ros.files import save_figure, write_text
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
@@ -54,7 +55,7 @@ def plot_trajectory(history: EgoHistory, waypoints: np.ndarray, path: Path, titl
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     result = engine.plan(images, history)
 
     random_weights = not values["model"]       # the tiny model built above
-    (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1))
+    write_text(out / "plan.json", json.dumps(result.to_json(), indent=1))
     title = f"{result.pruner} @ {result.pruning_ratio:.2f}: {result.status}"
     if random_weights:
         title = f"RANDOM WEIGHTS (tiny test model): not a real plan\n{title}"
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                  out / f"heatmap_{view.camera}.png")
     save_png(with_legend(mosaic(result.views), scored), out / "mosaic.png")
     summary = summary_markdown(result, meta, str(model), random_weights)
-    (out / "summary.md").write_text(summary)
+    write_text(out / "summary.md", summary)
     print(summary)
     print(f"wrote {out}/plan.json, trajectory.png, heatmap_*.png, mosaic.png, summary.md")
     return 0

@@ -48,6 +48,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastdrivevla_ros.cli.settings import check_out_dir
+
+    check_out_dir(args.out)
     stats = write_masks(args.dataroot, args.version, args.out, split=args.split,
                         scenes=args.scenes, cameras=tuple(args.cameras),
                         categories=tuple(args.categories), road=not args.no_road,

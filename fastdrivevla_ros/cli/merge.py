@@ -15,6 +15,9 @@ def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.eval.merge import merge_runs
     from fastdrivevla_ros.eval.store import headline
 
+    from fastdrivevla_ros.cli.settings import check_out_dir
+
+    check_out_dir(args.out)
     metrics = merge_runs(args.out, args.runs, args.baseline)
     print(headline(metrics, args.out))
     return 0

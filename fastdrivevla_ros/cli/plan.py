@@ -10,21 +10,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError, InputError
+from fastdrivevla_ros.files import write_text
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
 
 
 def parse_image_args(items: list[str]) -> dict[str, np.ndarray]:
-    """['CAM_FRONT=a.jpg', ...] -> {camera: RGB array}, with clear errors."""
+    """['CAM_FRONT=a.jpg', ...] -> {camera: RGB array}, checked as the engine checks them
+    (before any model loads); a camera given twice is refused, not silently the last."""
+    from fastdrivevla_ros.vla.inputs import as_rgb_array
+
     images = {}
     for item in items:
         cam, sep, path = item.partition("=")
         if not sep or cam not in CAMERAS:
             raise ConfigError(f"--image expects CAMERA=PATH with CAMERA in {list(CAMERAS)}, "
                               f"got {item!r}")
+        if cam in images:
+            raise ConfigError(f"--image {cam} is given twice; give each camera once")
         try:
-            images[cam] = np.asarray(Image.open(path).convert("RGB"))
+            images[cam] = as_rgb_array(np.asarray(Image.open(path).convert("RGB")), cam)
         except (OSError, UnidentifiedImageError) as e:
             raise InputError(f"{cam}: cannot read image {path}: {e}") from e
     return images
@@ -79,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if values["untrained"]:
         print(f"note: pruner {values['pruner']!r} is UNTRAINED (random scores)", file=sys.stderr)
     history = parse_history(args.history)          # every argument checked before loading
+    if args.out:
+        check_out_dir(args.out)
     require_pruning(values["pruner"], values["pruning_ratio"], values["view_ratios"])
     engine = DrivingVLA.from_pretrained(values["model"], **kwargs)
     result = engine.plan(images, history)
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1))
+        write_text(out / "plan.json", json.dumps(result.to_json(), indent=1))
         for view in result.views:
             save_png(with_legend(token_overlay(view), view.scores is not None),
                      out / f"heatmap_{view.camera}.png")

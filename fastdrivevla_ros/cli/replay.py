@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError
 
 
@@ -68,9 +68,6 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
         return ReplayConfig(shard, values["model"] or None)
     if not values["model"]:
         raise ConfigError("--model is required (or --ground-truth-as-prediction)")
-    _check_path(values["model"], "--model", may_be_hub_id=True)
-    if values["pruner_weights"]:
-        _check_path(values["pruner_weights"], "--pruner-weights")
     engine = engine_kwargs(values)
     _check_engine(engine)
     return ReplayConfig(shard, values["model"], engine, engine["pruner_options"])
@@ -95,14 +92,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"--shard {text}: need 0 <= i < n")
     return i, n
-
-
-def _check_path(value, flag: str, may_be_hub_id: bool = False) -> None:
-    path = Path(str(value)).expanduser()
-    looks_local = not may_be_hub_id or str(value).startswith(("/", ".", "~")) or \
-        str(value).count("/") > 1
-    if looks_local and not path.exists():
-        raise ConfigError(f"{flag} {value}: no such file or directory")
 
 
 def _check_engine(kw: dict) -> None:
@@ -145,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.eval.store import headline
 
     cfg = resolve(args)
+    check_out_dir(args.out)
     len(BagFrames(args.bag))                       # a missing or broken bag fails now
     check_not_busy(args.out)
     check_resumable(args.out, planned_manifest(args.bag, cfg, args.ground_truth_as_prediction))

@@ -16,7 +16,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastdrivevla_ros.cli.settings import check_out_dir
     from fastdrivevla_ros.eval.report import compare
 
+    check_out_dir(args.out)
     print(f"wrote {compare(args.runs, args.out, args.baseline, args.intersect)}")
     return 0

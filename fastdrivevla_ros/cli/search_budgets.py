@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings, yaml_values
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings, \
+    yaml_values
 from fastdrivevla_ros.errors import ConfigError
-from fastdrivevla_ros.eval.budget_search import check_search, DEFAULT_LAMBDA, RATE_RANGE, \
-    search_budgets, write_config, write_search_json
+from fastdrivevla_ros.eval.budget_search import check_search, check_search_folder, \
+    DEFAULT_LAMBDA, RATE_RANGE, search_budgets, search_settings, write_config, write_search_json
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -44,17 +45,21 @@ def run(args: argparse.Namespace) -> int:
     values = resolve_settings(args, ENGINE_KEYS)
     if not values["model"]:
         raise ConfigError("--model is required (or a --config that sets model)")
-    check_search(args.trials, args.lam, (args.min_rate, args.max_rate))
+    check_search(args.trials, args.lam, (args.min_rate, args.max_rate), args.limit)
     from fastdrivevla_ros.pruning.registry import pruner_class
 
     if pruner_class(values["pruner"]).keeps_all:
         raise ConfigError(f"pruner {values['pruner']!r} keeps every token: there are no budgets "
                           "to search; give --pruner (e.g. tfps)")
     len(BagFrames(args.bag))          # a missing or broken bag fails before the model loads
+    check_out_dir(args.out)
+    check_search_folder(args.out, search_settings(           # so does a foreign --out
+        args.bag, values["cameras"], args.lam, args.seed, args.limit,
+        (args.min_rate, args.max_rate)))
     engine = DrivingVLA.from_pretrained(values["model"], **engine_kwargs(values))
     result = search_budgets(args.bag, engine, args.out, args.trials, args.lam, args.seed,
                             args.limit, (args.min_rate, args.max_rate),
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, model=values["model"])
     out = Path(args.out)
     write_search_json(result, out / "search.json")
     path = write_budgets(result, values, args.config, args.config_out or out / "view_budgets.yaml")

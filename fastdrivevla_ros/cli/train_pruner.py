@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError
 
 TRAIN_SETTINGS = ("model", "max_pixels", "image_width", "image_height")
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     values = resolve_settings(args, TRAIN_SETTINGS)
     if not values["model"]:
         raise ConfigError("--model is required (or a --config that sets model)")
+    check_out_dir(args.out)
     # flags are named after TrainConfig fields; the schema's and the negative switches mapped
     special = {"masks": tuple(args.masks or ()), "resume": not args.no_resume,
                "progress": not args.no_progress, "model": values["model"],

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import atomic_path
 
 FOREGROUND_CATEGORIES = ("human.", "vehicle.", "movable_object.barrier",
                          "movable_object.trafficcone")
@@ -339,8 +340,9 @@ class ForegroundMaskBuilder:
             mask = self.mask(view)
             t1 = time.perf_counter()
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), mask):
-                raise DataError(f"cannot write {path}")
+            with atomic_path(path) as tmp:     # never a truncated mask taken for a done one
+                if not cv2.imwrite(str(tmp), mask):
+                    raise DataError(f"cannot write {path}")
             self.timings["write"] += time.perf_counter() - t1
             if overlays:
                 write_overlay(Path(self.nusc.dataroot) / view.filename, mask,
@@ -367,7 +369,9 @@ def write_overlay(image_path: Path, mask: np.ndarray, out: Path, scale: float = 
     tint[mask > 0] = (0.45 * tint[mask > 0] + 0.55 * np.array([40, 40, 255])).astype(np.uint8)
     small = cv2.resize(tint, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), small)
+    with atomic_path(out) as tmp:
+        if not cv2.imwrite(str(tmp), small):
+            raise DataError(f"cannot write {out}")
 
 
 def shard(views: list, spec: str | None) -> list:

@@ -27,6 +27,7 @@ from fastdrivevla_ros.data.ego import yaw_quaternion
 from fastdrivevla_ros.data.scene import KeyframeTruth, SceneTruth, open_nuscenes, select_scenes
 from fastdrivevla_ros.data.typestore import get_typestore
 from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import write_json
 from fastdrivevla_ros.vla.prompt import CAMERAS, WAYPOINT_DT
 
 STORAGES = ("mcap", "sqlite3")
@@ -342,11 +343,31 @@ def _humble_metadata(bag: Path) -> None:
     path.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
+def _remove_stale_stages(out: Path) -> None:
+    """Delete the stages of conversions into `out` whose process is gone (kill -9, a crash):
+    they can never be finished. A live one (another convert now) is left alone."""
+    for stage in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stage.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # someone else's process
+        return True
+    return True
+
+
 @contextmanager
 def staged_bag(out: Path):
     """Yields where to write a bag; on success it is renamed to `out` (replacing it), on any
     failure it is deleted. It lives at <hidden sibling dir>/<out.name> so the storage file
     already has its final name (<name>.mcap / .db3)."""
+    _remove_stale_stages(out)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
@@ -400,6 +421,11 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
             raise
         if distro == "humble":
             _humble_metadata(tmp)
+        # part of the bag's identity (eval/run_folder.bag_id): what made its ground truth
+        write_json(tmp / "conversion.json", {
+            "version": version, "scenes": [t.scene["name"] for t in truths],
+            "sweeps": sweeps, "patch_size_m": patch_m, "patch_resolution_m": patch_res,
+            "max_keyframes": max_keyframes, "storage": storage, "distro": distro})
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return ConvertStats(len(truths), total, converter.full_future, writer.count, size,
                         time.perf_counter() - t0)

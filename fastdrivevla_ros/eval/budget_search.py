@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import write_text
 
 DEFAULT_LAMBDA = 0.03        # Prune2Drive's token penalty per unit of summed retention rate
 RATE_RANGE = (0.1, 1.0)      # Prune2Drive's search space per view
@@ -73,25 +74,33 @@ def planning_l2(metrics: dict) -> float:
     return float(l2) / 100.0
 
 
+SEARCH_SETTINGS = "search_settings.json"   # what a search folder's trials were replayed with
+
+
 def search_budgets(bag, engine, out_dir, trials: int = 20, lam: float = DEFAULT_LAMBDA,
                    seed: int = 0, limit: int | None = None, rate_range=RATE_RANGE,
-                   progress: bool = True) -> SearchResult:
+                   progress: bool = True, model: str = "") -> SearchResult:
     """TPE over per-view retention rates of `engine.settings.cameras`, each trial a replay of
     `bag` (first `limit` keyframes) into out_dir/trial_NNNN, after one unpruned replay into
-    out_dir/reference that sets the L2 scale. Returns the best trial."""
+    out_dir/reference that sets the L2 scale. Returns the best trial.
+
+    A rerun into the same out_dir resumes its trials (same seed: same rates) and is refused
+    when it was searched with another bag, --limit, lambda, seed, rate range or cameras.
+    model: the model's path or hub id, recorded (with its content digest) in each run."""
     import optuna
     from tqdm import tqdm
 
     from fastdrivevla_ros.eval.replay import replay_bag
 
-    check_search(trials, lam, rate_range)
+    check_search(trials, lam, rate_range, limit)
     cameras = list(engine.settings.cameras)
     out_dir = Path(out_dir)
+    claim_search(out_dir, search_settings(bag, cameras, lam, seed, limit, rate_range))
     done: list[Trial] = []
 
     def replay_l2(rates: list[float], run_dir: Path) -> tuple[float, dict]:
         engine.configure(view_ratios=tuple(1.0 - r for r in rates))
-        metrics = replay_bag(bag, engine, run_dir, limit=limit, progress=False)
+        metrics = replay_bag(bag, engine, run_dir, limit=limit, progress=False, model=model)
         return planning_l2(metrics), metrics
 
     reference, _ = replay_l2([1.0] * len(cameras), out_dir / "reference")
@@ -111,7 +120,7 @@ def search_budgets(bag, engine, out_dir, trials: int = 20, lam: float = DEFAULT_
                    f"objective {-relative - penalty:.4f}")
         return -relative - penalty
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)    # a failing trial: our one line
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials, show_progress_bar=progress)
@@ -119,10 +128,55 @@ def search_budgets(bag, engine, out_dir, trials: int = 20, lam: float = DEFAULT_
     return SearchResult(cameras, best, done, reference, lam, seed)
 
 
-def check_search(trials: int, lam: float, rate_range) -> None:
+def search_settings(bag, cameras, lam, seed, limit, rate_range) -> dict:
+    """What every trial of a search folder depends on beyond each replay's own manifest."""
+    from fastdrivevla_ros.eval.run_folder import bag_id
+
+    return {"bag_id": bag_id(bag), "cameras": list(cameras), "lambda": float(lam),
+            "seed": int(seed), "limit": limit, "rate_range": [float(v) for v in rate_range]}
+
+
+def check_search_folder(out_dir, settings: dict) -> bool:
+    """Raise ConfigError listing the differences if out_dir holds a search made with other
+    settings (nothing is written); True if it holds this search (a resume)."""
+    from fastdrivevla_ros.eval.run_folder import manifest_differences
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a directory")
+    path = out_dir / SEARCH_SETTINGS
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path} is unreadable ({e}); use another --out") from e
+        diff = manifest_differences(old, settings, tuple(settings))
+        if diff:
+            raise ConfigError(f"{out_dir} holds a budget search with other settings (folder != "
+                              f"now: {'; '.join(diff)}); rerun with the same settings or use "
+                              "another --out")
+        return True
+    if out_dir.exists() and (out_dir / "reference").exists():
+        raise ConfigError(f"{out_dir} holds a budget search without {SEARCH_SETTINGS} (an "
+                          "older one); use another --out")
+    return False
+
+
+def claim_search(out_dir: Path, settings: dict) -> None:
+    """check_search_folder, then record the settings (atomically) before the first trial."""
+    from fastdrivevla_ros.files import write_json
+
+    if not check_search_folder(out_dir, settings):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / SEARCH_SETTINGS, settings)
+
+
+def check_search(trials: int, lam: float, rate_range, limit: int | None = None) -> None:
     low, high = rate_range
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
     if not math.isfinite(lam) or lam < 0:
         raise ConfigError(f"--lambda must be a finite number >= 0, got {lam}")
     if not 0.0 < low < high <= 1.0:
@@ -149,14 +203,14 @@ def write_config(result: SearchResult, path, pruner: str, base: dict | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     body = yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False,
                           default_flow_style=None)
-    path.write_text(header + body)
+    write_text(path, header + body)
     return path
 
 
 def write_search_json(result: SearchResult, path) -> Path:
     """search.json: the reference run, every trial and the best per-view ratios."""
     path = Path(path)
-    path.write_text(json.dumps(
+    write_text(path, json.dumps(
         {"cameras": result.cameras, "lambda": result.lam, "seed": result.seed,
          "objective": "-l2_avg_m / reference_l2_m - lambda * sum(rates)",
          "reference_l2_m": result.reference_l2_m, "best": asdict(result.best),

@@ -12,13 +12,14 @@ report.md and plots, and optionally predictions_bag/ (eval/output_bag.py).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 from fastdrivevla_ros.errors import ConfigError, DataError, InputError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample_metrics
 from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, open_run_folder, \
-    write_json
+    weights_identity, write_json
 from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
 
 GT_PRUNER = "ground_truth"
@@ -32,13 +33,15 @@ def run_manifest(bag, shard: tuple[int, int], *, model: str = "", dtype: str = "
 
     settings: the engine's PlannerSettings (cameras, resolution, ratios, per-view budgets,
     grammar, decode settings, all of its fields). Written before the first prediction and
-    compared on resume (run_folder.MANIFEST_KEYS); `bag` (the path) is informational."""
+    compared on resume (run_folder.MANIFEST_KEYS): the bag and the weights by their content
+    (`bag_id`, `identity`); `bag` (the path) is informational."""
     from dataclasses import asdict
 
     ratio = 0.0 if keeps_all or settings is None else float(settings.pruning_ratio)
     return json.loads(json.dumps({
         "source": SOURCE, "bag": str(Path(bag).resolve()), "bag_id": bag_id(bag),
-        "shard": list(shard), "model": str(model), "dtype": dtype, "pruner": pruner,
+        "shard": list(shard), "model": str(model),
+        "identity": weights_identity(str(model), pruner_options), "dtype": dtype, "pruner": pruner,
         "pruner_options": pruner_options or {}, "pruning_ratio": ratio,
         "settings": asdict(settings) if settings is not None else {},
         "code_version": code_version()}))
@@ -72,7 +75,7 @@ class _Replayer:
         self.temporal = _is_temporal(engine)
         self.cameras = tuple(engine.settings.cameras) if engine is not None else ()
         self.expected: list[str] = []
-        self.complete, self.ran = True, 0
+        self.complete, self.ran, self.resumed = True, 0, 0
 
     def run(self, frames, shard: tuple[int, int], limit: int | None, bar) -> None:
         i, n = shard
@@ -90,6 +93,7 @@ class _Replayer:
                 return
             self.expected.append(frame.token)
             if frame.token in self.store:
+                self.resumed += 1
                 if self.temporal:
                     warm.append(frame)   # re-run (not re-write) if a later frame needs its state
                 continue
@@ -157,20 +161,28 @@ def replay_bag(bag, engine, out_dir, shard: tuple[int, int] = (0, 1), limit: int
                                pruner_options)
     with open_run_folder(out_dir, manifest) as out_dir:
         store = PredictionStore(out_dir / PREDICTIONS)
+        if store.records:
+            print(f"{out_dir}: resuming; {len(store.records)} keyframes already done",
+                  file=sys.stderr)
         rep = _Replayer(engine, store, gt_as_prediction, on_error)
         t0 = time.perf_counter()
         with tqdm(total=total, desc=f"replay {shard[0]}/{shard[1]}", unit="frame",
                   disable=not progress) as bar:
             rep.run(frames, shard, limit, bar)
         elapsed = time.perf_counter() - t0
+        in_shard = len(rep.expected) if rep.complete else (
+            None if rep.temporal else len(range(shard[0], total, shard[1])))   # M of "N of M"
         write_json(out_dir / MANIFEST, manifest | {
             "convention": name, "expected": rep.expected, "complete": rep.complete,
-            "limit": limit, "temporal_sharding": rep.temporal})
-        metrics = finish_run(out_dir, store.ordered(), manifest | {"convention": name},
-                             baseline=baseline,
-                             throughput=(rep.ran / elapsed) if rep.ran else None)
+            "limit": limit, "temporal_sharding": rep.temporal, "keyframes_in_shard": in_shard})
+        # a folder may hold more predictions than this run covers (an earlier, longer --limit):
+        # the run's files describe exactly the keyframes its manifest lists
+        records = [store.records[t] for t in rep.expected if t in store]
+        metrics = finish_run(out_dir, records, manifest | {
+            "convention": name, "keyframes_in_shard": in_shard, "complete": rep.complete},
+            baseline=baseline, throughput=(rep.ran / elapsed) if rep.ran else None)
         if output_bag:
             from fastdrivevla_ros.eval.output_bag import write_output_bag
 
-            write_output_bag(bag, store.ordered(), out_dir / "predictions_bag")
+            write_output_bag(bag, records, out_dir / "predictions_bag")
     return metrics

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fastdrivevla_ros.errors import DataError
+from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import save_figure, write_text
 
 GROUPS = (("l2_cm", "L2 (cm) ↓"), ("collision_pct", "Collision (%) ↓"),
           ("intersection_pct", "Intersection (%) ↓"))
@@ -20,12 +21,10 @@ KEYS = ("1s", "2s", "3s", "avg")
 
 
 def relative(run_avg, base_avg) -> float | None:
-    """100 * base / run; None when undefined (missing values, or a perfect run vs a
-    non-perfect baseline)."""
-    if run_avg is None or base_avg is None:
+    """100 * base / run; None when undefined: missing values, or a run scoring 0 (a ratio
+    with 0 says nothing, also when both are 0: "100 %" would claim a measured equality)."""
+    if run_avg is None or base_avg is None or run_avg == 0:
         return None
-    if run_avg == 0:
-        return 100.0 if base_avg == 0 else None
     return 100.0 * base_avg / run_avg
 
 
@@ -119,19 +118,31 @@ def markdown(runs: list[dict], baseline: dict | None = None,
         "docs/bags.md and fastdrivevla_ros/eval/metrics.py); "
         f"{m['samples']} samples with a full 3 s future of {m.get('frames', m['samples'])} "
         f"keyframes; parse failures (counted as zero waypoints): {m.get('parse_failed', 0)}; "
-        f"keyframes that failed (not scored): {len(m.get('errors') or [])}.",
+        f"keyframes that failed (not scored): {len(m.get('errors') or [])}.{_coverage(m)}",
         FRAME_NOTE.format(frame=m.get("frame") or FRAME),
         f"Drivable area from: {', '.join(m.get('drivable_source') or ['-'])} "
         "(`semantic_prior` is the devkit raster of drivable surface AND sidewalks, an "
         "approximation of the map expansion's drivable_area). Waypoints beyond the map patch "
         "cannot be judged by the intersection metric: they are counted in the last column.",
-        "Rel. = 100 × baseline Avg / run Avg (share of the unpruned model's performance kept)."
+        "Rel. = 100 × baseline Avg / run Avg (share of the unpruned model's performance kept; "
+        "– where the run's Avg. is 0, e.g. no collisions in either run)."
         if baseline is not None else "Rel. needs a baseline (`--baseline UNPRUNED_RUN_DIR`).",
         "", *table_rows(rows, baseline), ""]
     latency = latency_rows(rows)
     if latency:
         notes += ["Mean stage latency (ms) per plan:", "", *latency, ""]
     return "\n".join(notes)
+
+
+def _coverage(m: dict) -> str:
+    """' Covers N of the M keyframes ...' when a --limit run stopped early, else ''."""
+    total, done = m.get("keyframes_in_shard"), m.get("frames")
+    if m.get("complete") is False and total is None:
+        return f" **Covers only the first {done} keyframes** (`--limit`): not a full evaluation."
+    if total is None or done is None or done >= total:
+        return ""
+    return (f" **Covers {done} of the {total} keyframes** of the bag (shard) "
+            "(`--limit`): not a full evaluation.")
 
 
 def _pyplot():
@@ -158,7 +169,7 @@ def plot_l2_horizon(runs: list[dict], path: Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -181,7 +192,7 @@ def plot_vs_ratio(runs: list[dict], path: Path, baseline: dict | None = None) ->
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -190,7 +201,15 @@ def load_metrics(run_dir) -> dict:
     if not path.is_file():
         raise DataError(f"no metrics.json in {run_dir}: run `fastdrivevla replay` "
                         "(or merge) first")
-    return json.loads(path.read_text())
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({e}); rerun `fastdrivevla replay` into "
+                        f"{run_dir} to rewrite it") from e
+    if not isinstance(metrics, dict) or "convention" not in metrics:
+        raise DataError(f"{path}: not the metrics.json of a replay run; rerun `fastdrivevla "
+                        f"replay` into {run_dir} to rewrite it")
+    return metrics
 
 
 def _scored(records: list[dict]) -> set[str]:
@@ -250,8 +269,20 @@ def write_run_report(out_dir: Path, metrics: dict, baseline=None,
             both = {"run": (metrics, records), "baseline": (base, _records(baseline))}
             scored, scope = same_samples(both, intersect=True)
             metrics, base = scored["run"], scored["baseline"]
-    (out_dir / "report.md").write_text(markdown([metrics], base, scope=scope), encoding="utf-8")
+    write_text(out_dir / "report.md", markdown([metrics], base, scope=scope))
     plot_l2_horizon(([base] if base else []) + [metrics], out_dir / "l2_horizon.png")
+
+
+def check_report_out(out_dir) -> None:
+    """A comparison's --out must not be a replay run folder (its own report.md and plots
+    would be overwritten) nor a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for report.md and plots")
+    for name in ("shard.json", "predictions.jsonl", "metrics.json"):
+        if (out / name).exists():
+            raise ConfigError(f"--out {out} is a replay run folder (it has {name}): its own "
+                              "report.md and plots would be overwritten; use another --out")
 
 
 def _key(run_dir) -> str:
@@ -265,6 +296,7 @@ def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> 
     scored the same samples unless `intersect`."""
     if not run_dirs:
         raise DataError("report needs at least one run directory")
+    check_report_out(out_dir)
     base_dir = _key(baseline) if baseline else None
     dirs = [d for d in dict.fromkeys(_key(d) for d in run_dirs) if d != base_dir]
     if not dirs:                      # only the baseline given: it is the one run
@@ -278,8 +310,7 @@ def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> 
     runs = sorted(scored.values(), key=lambda m: (pruned_share(m), m.get("pruner", "")))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(runs, base, "Pruning comparison", scope),
-                                   encoding="utf-8")
+    write_text(out / "report.md", markdown(runs, base, "Pruning comparison", scope))
     plot_l2_horizon(([base] if base else []) + runs, out / "l2_horizon.png")
     plot_vs_ratio(runs, out / "metrics_vs_ratio.png", base)
     return out / "report.md"

@@ -14,57 +14,20 @@ whole life of a CLI run; a long-lived writer (pipeline/evaluation.py) uses its p
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from fastdrivevla_ros.errors import ConfigError, DataError
+from fastdrivevla_ros.files import naming, path_digest, write_json  # noqa: F401 (re-exported)
 
 MANIFEST = "shard.json"          # the manifest, plus coverage (expected, complete) at the end
 LOCK = ".lock"
 # what must match between a run and its resumption (and between the shards of one merge)
-MANIFEST_KEYS = ("source", "bag_id", "shard", "model", "dtype", "pruner", "pruner_options",
-                 "pruning_ratio", "settings", "code_version")
-
-
-def _json_safe(value):
-    """NaN/inf -> None so every file is strict JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-@contextmanager
-def naming(path):
-    """OSErrors inside the block name `path` (a failed write() alone does not say which file:
-    a user told 'No space left on device' must also learn where)."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
-
-
-def write_json(path: Path, data) -> None:
-    """Atomic write (temp file + rename): a full disk leaves the old file, never half a one."""
-    tmp = Path(path).with_suffix(".tmp")
-    try:
-        with naming(path):
-            tmp.write_text(json.dumps(_json_safe(data), indent=1, allow_nan=False))
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+MANIFEST_KEYS = ("source", "bag_id", "shard", "model", "identity", "dtype", "pruner",
+                 "pruner_options", "pruning_ratio", "settings", "code_version")
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,13 +49,37 @@ def code_version() -> str:
 
 
 def bag_id(bag) -> str:
-    """sha256 of the bag's metadata.yaml (file names, message counts, start and duration)."""
+    """Content digest of the bag directory: metadata.yaml, the storage files (messages, so
+    ground truth and drivable patches too) and conversion.json (convert's parameters)."""
     path = Path(bag) / "metadata.yaml"
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        path.stat()
+        return path_digest(bag)
     except OSError as e:
-        raise DataError(f"cannot read {path} ({e.strerror or e}): is {bag} a bag directory "
-                        "written by `fastdrivevla convert`?") from e
+        raise DataError(f"cannot read {e.filename or path} ({e.strerror or e}): is {bag} a bag "
+                        "directory written by `fastdrivevla convert`?") from e
+
+
+def weights_identity(model: str = "", pruner_options: dict | None = None) -> dict:
+    """Content digests of the model's and the pruner's weights (None: not found locally).
+
+    A hub id is looked up in the local hub cache only (what the loader used)."""
+    from fastdrivevla_ros.files import MODEL_SUFFIXES
+
+    out = {}
+    if model:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            from fastdrivevla_ros.vla.loading import cached_hub_snapshot
+
+            path = cached_hub_snapshot(model)
+        out["model"] = path_digest(path, suffixes=MODEL_SUFFIXES) if path else None
+    weights = (pruner_options or {}).get("weights")
+    if weights:
+        out["pruner_weights"] = path_digest(weights, names=("config.json", "model.safetensors")) \
+            if Path(weights).is_dir() else None
+    return out
+
 
 
 def manifest_differences(old: dict, new: dict, keys=MANIFEST_KEYS) -> list[str]:

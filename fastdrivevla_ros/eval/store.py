@@ -18,7 +18,7 @@ import numpy as np
 
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.eval.metrics import summarize
-from fastdrivevla_ros.eval.run_folder import naming, write_json
+from fastdrivevla_ros.files import json_safe, naming, write_json
 
 PREDICTIONS, METRICS = "predictions.jsonl", "metrics.json"
 
@@ -127,7 +127,11 @@ def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
     bag, pruner, pruning_ratio, model and convention (the manifest does)."""
     from fastdrivevla_ros.eval.report import write_run_report
 
-    metrics = run_metrics(records, spec, spec["convention"], throughput)
+    # strict JSON values everywhere (an empty shard's means are None, never nan)
+    metrics = json_safe(run_metrics(records, spec, spec["convention"], throughput))
+    for key in ("keyframes_in_shard", "complete"):       # a --limit run says it is partial
+        if key in spec:
+            metrics[key] = spec[key]
     write_json(out_dir / METRICS, metrics)
     write_run_report(out_dir, metrics, baseline, records)
     return metrics

@@ -40,6 +40,7 @@ def pruner_class(name: str) -> type[Pruner]:
 def build_pruner(name: str, **options) -> Pruner:
     """Instantiate pruner `name`; `options` are its constructor arguments (e.g. weights=DIR)."""
     cls = pruner_class(name)
+    check_pruner(name, options)          # option names and types, before the constructor
     try:
         return cls(**options)
     except TypeError as e:
@@ -56,10 +57,49 @@ def check_pruner(name: str, options: dict | None = None) -> None:
         accepted = ", ".join(signature.parameters) or "no options"
         raise ConfigError(f"bad options for pruner {name!r}: {e}; it takes: {accepted}") \
             from None
+    for key, value in (options or {}).items():
+        expected = signature.parameters[key].annotation
+        if not _has_type(value, expected):
+            raise ConfigError(f"pruner {name!r} option {key!r} must be {expected}, got "
+                              f"{json.dumps(value)}")
+
+
+# annotation name -> accepts(value); JSON has no int/bool distinction Python would respect
+# (True == 1), so bools are refused where numbers are meant and vice versa
+_SIMPLE = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+}
+
+
+def _has_type(value, annotation) -> bool:
+    """Whether `value` fits a constructor annotation (the string form: `int | None`,
+    `tuple[int, ...]`); annotations this does not know are not checked."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if annotation is inspect.Parameter.empty or not text:
+        return True
+    for part in (p.strip() for p in text.split("|")):
+        if part in _SIMPLE and _SIMPLE[part](value):
+            return True
+        if part.startswith(("tuple[", "list[")) and isinstance(value, (list, tuple)):
+            inner = part[part.index("[") + 1:-1].split(",")[0].strip()
+            if all(_has_type(v, inner) for v in value):
+                return True
+        if part not in _SIMPLE and not part.startswith(("tuple[", "list[")):
+            return True
+    return False
 
 
 def require_pruning(name: str, ratio: float, view_ratios=None) -> None:
-    """A pruner asked to prune nothing is a mistake, not a silent unpruned run."""
+    """A pruner asked to prune nothing, or one that keeps every token asked to prune, is a
+    mistake: the run would silently not be what was asked for."""
+    if pruner_class(name).keeps_all and (ratio or any(view_ratios or ())):
+        given = f"--pruning-ratio {ratio}" if ratio else f"per-view ratios {list(view_ratios)}"
+        raise ConfigError(f"pruner {name!r} keeps every token, so {given} would be ignored; "
+                          "choose a pruner (e.g. --pruner fastv) or drop the ratio")
     if not pruner_class(name).keeps_all and not ratio and not any(view_ratios or ()):
         raise ConfigError(f"pruner {name!r} with pruning ratio 0 and no per-view ratios prunes "
                           "nothing; give --pruning-ratio P (0 < P < 1), per-view ratios, or "

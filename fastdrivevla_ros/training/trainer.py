@@ -2,10 +2,12 @@
 through `accelerate launch` / torchrun, with no code change.
 
 Output directory (`--out`):
-    config.json, model.safetensors   the ReconPruner (usable as `--pruner recon --pruner-weights`),
-                                     refreshed at every checkpoint and at the end
+    config.json, model.safetensors   the trained ReconPruner (`--pruner recon --pruner-weights`),
+                                     written only when training reaches its last step, so a
+                                     killed or --until-step run never leaves a final-looking one
     decoder/                         the reconstruction decoder (for inspection / fine-tuning)
-    checkpoints/step-00000500/       full training state (safetensors + JSON, no pickle)
+    checkpoints/step-00000500/       full training state (safetensors + JSON, no pickle); its
+                                     pruner/ is that step's ReconPruner (usable the same way)
     train_log.jsonl                  one line per log interval: loss terms, fg_fraction, lr
     previews/step-N.png              image | GT mask | kept top 50% | D(V_fore) | D(V_back)
     eval.json                        held-out foreground coverage (if --val-fraction > 0), per
@@ -26,10 +28,14 @@ from pathlib import Path
 import torch
 
 from fastdrivevla_ros.errors import CheckpointError, ConfigError, DataError
+from fastdrivevla_ros.files import write_json
 from fastdrivevla_ros.training.data import token_grid
 from fastdrivevla_ros.vla.settings import DEFAULTS
 
 COLLAPSE_LOW, COLLAPSE_HIGH = 0.02, 0.98   # share of tokens scored foreground
+# settings a resumed run may change: where and how often it reports, not what it computes
+RESUMABLE_CHANGES = ("out", "until_step", "resume", "progress", "num_workers", "feature_cache",
+                     "keep_checkpoints", "save_every", "log_every", "previews")
 
 
 @dataclass
@@ -161,13 +167,62 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- trainer
+def model_identity(cfg: TrainConfig) -> str | None:
+    """Content digest of the VLA the pruner is trained on (its vision weights shape it)."""
+    from fastdrivevla_ros.files import MODEL_SUFFIXES, path_digest
+
+    path = Path(cfg.model).expanduser()
+    return path_digest(path, suffixes=MODEL_SUFFIXES) if path.is_dir() else None
+
+
+def _comparable(config: dict) -> dict:
+    """A TrainConfig dict as JSON sees it (tuples -> lists), without RESUMABLE_CHANGES."""
+    plain = json.loads(json.dumps(config, default=str))
+    return {k: v for k, v in plain.items() if k not in RESUMABLE_CHANGES}
+
+
+def check_resume(cfg: TrainConfig) -> Path | None:
+    """The checkpoint a run into cfg.out would resume from, after checking it was trained with
+    the same settings and the same VLA weights (ConfigError listing the differences; nothing
+    is loaded or written before)."""
+    found = _checkpoints(Path(cfg.out)) if cfg.resume else []
+    if not found:
+        return None
+    ckpt = found[-1]
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        old = _comparable(state["config"]) | {"model_identity": state.get("model_identity")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt / 'trainer_state.json'}: unreadable ({e}); delete "
+                              f"{ckpt} to resume from an older checkpoint, or pass "
+                              "--no-resume") from e
+    from fastdrivevla_ros.checkpoint import check_safetensors
+
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        try:
+            check_safetensors(ckpt / name)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; delete {ckpt} to resume from the checkpoint before "
+                                  "it, or pass --no-resume") from None
+    new = _comparable(asdict(cfg)) | {"model_identity": model_identity(cfg)}
+    diff = [f"{k}: {old.get(k)!r} != {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    if diff:
+        raise ConfigError(f"{cfg.out} holds a training run with other settings (checkpoint != "
+                          f"now: {'; '.join(diff)}); resume with the same settings, or use "
+                          "another --out (or --no-resume to start over there)")
+    return ckpt
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         from accelerate import Accelerator
         from accelerate.utils import (DataLoaderConfiguration, DistributedDataParallelKwargs,
                                       set_seed)
 
+        check_resume(cfg)                 # before the model loads or anything is written
         self.cfg, self.out = cfg, Path(cfg.out)
+        self.model_identity = model_identity(cfg)
         self.acc = Accelerator(
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
             # the decoder warm-up leaves the pruner out of the graph
@@ -283,25 +338,29 @@ class Trainer:
             _save_optimizer(self.optimizer, tmp)
             state = {"step": self.step, "epoch": self.epoch,
                      "batches_in_epoch": self.batches_in_epoch,
-                     "scheduler": self.scheduler.state_dict(), "config": asdict(self.cfg)}
+                     "scheduler": self.scheduler.state_dict(), "config": asdict(self.cfg),
+                     "model_identity": self.model_identity}
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2, default=str))
+            self.export(net, tmp / "pruner", decoder=False)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in _checkpoints(self.out)[:-self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            self.export(net)
+            if self.step >= self.total_steps:
+                self.export(net, self.out)
             self.save_preview(net)
         self.acc.wait_for_everyone()
         return final
 
-    def export(self, net) -> None:
-        net.pruner.config.training = {"steps": self.step, "mode": self.cfg.mode,
+    def export(self, net, where: Path, decoder: bool = True) -> None:
+        net.pruner.config.training = {"steps": self.step, "total_steps": self.total_steps,
+                                      "mode": self.cfg.mode,
                                       "data": str(self.cfg.data), "lr": self.cfg.lr,
                                       "max_pixels": self.cfg.max_pixels,
                                       "image_size": self.cfg.image_size}
-        net.pruner.save_pretrained(self.out)
-        if net.decoder is not None:
-            net.decoder.save_pretrained(self.out / "decoder")
+        net.pruner.save_pretrained(where)
+        if decoder and net.decoder is not None:
+            net.decoder.save_pretrained(where / "decoder")
 
     def maybe_resume(self) -> bool:
         from safetensors.torch import load_file
@@ -321,8 +380,21 @@ class Trainer:
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"cannot resume from {ckpt}: {e}; delete it to start over or "
                                   "pass --no-resume") from e
+        self._forget_log_after(self.step)
         self.log_text(f"resumed from {ckpt} at step {self.step}")
         return True
+
+    def _forget_log_after(self, step: int) -> None:
+        """Drop train_log.jsonl rows past the resumed checkpoint: those steps are redone."""
+        from fastdrivevla_ros.files import write_text
+
+        path = self.out / "train_log.jsonl"
+        if not self.acc.is_main_process or not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        keep = [ln for ln in lines if ln.endswith("\n") and _log_step(ln) <= step]
+        if keep != lines:
+            write_text(path, "".join(keep))
 
     # --------------------------------------------------------------------- loop
     def log_text(self, msg: str) -> None:
@@ -453,8 +525,15 @@ class Trainer:
                                                  if self.scene_of[keys[i]] == name], ours, rand)
                                 for name in scenes}
         if self.acc.is_main_process:
-            (self.out / "eval.json").write_text(json.dumps(result, indent=2))
+            write_json(self.out / "eval.json", result, indent=2)
         return result
+
+
+def _log_step(line: str) -> float:
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf                   # a torn or foreign line: dropped with the redone rows
 
 
 def _coverage(indices: list[int], ours: list[float], rand: list[float]) -> dict:

@@ -124,4 +124,7 @@ def with_legend(image: np.ndarray, scored: bool) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path) -> None:
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    from fastdrivevla_ros.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")

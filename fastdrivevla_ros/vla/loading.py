@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fastdrivevla_ros.checkpoint import read_config
+from fastdrivevla_ros.checkpoint import check_safetensors, read_config
 from fastdrivevla_ros.compat import check_transformers
 from fastdrivevla_ros.conventions import TOKEN_PX
 from fastdrivevla_ros.errors import CheckpointError, ConfigError
@@ -41,11 +41,28 @@ def check_local_checkpoint(path: Path) -> None:
     if token_px != TOKEN_PX:
         raise CheckpointError(f"{path}: one visual token covers {token_px} px (patch_size x "
                               f"spatial_merge_size); token grids here assume {TOKEN_PX}")
-    if not any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         hint = (f" It only has pickle weights ({', '.join(pickles)}), which can execute code "
                 "when loaded; convert them to safetensors with a trusted tool first.") if pickles else ""
         raise CheckpointError(f"{path}: no *.safetensors weights.{hint}")
+    for f in weights:
+        check_safetensors(f)
+    if not (path / "tokenizer.json").is_file() and not all(
+            (path / n).is_file() for n in ("vocab.json", "merges.txt")):
+        raise CheckpointError(f"{path}: no tokenizer.json (nor vocab.json + merges.txt); copy "
+                              "the tokenizer files of the checkpoint into the folder")
+
+
+def cached_hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's copy of hub model `repo_id`, or None (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(repo_id), local_files_only=True))
+    except Exception:       # not a hub id, or not downloaded
+        return None
 
 
 def load_vla(path_or_repo_id: str | Path, dtype: str = "float32", device: str = "cpu",

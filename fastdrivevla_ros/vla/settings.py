@@ -341,8 +341,13 @@ def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[st
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f'{path}: cannot read parameter file ({e})') from e
+    except OSError as e:
+        raise ConfigError(f'{path}: cannot read parameter file ({e.strerror or e})') from e
+    except yaml.YAMLError as e:      # one line, naming the file and the place
+        mark = getattr(e, 'problem_mark', None)
+        where = f':{mark.line + 1}:{mark.column + 1}' if mark else ''
+        what = ' '.join(str(getattr(e, 'problem', None) or e).split())
+        raise ConfigError(f'{path}{where}: not valid YAML ({what})') from e
     if not isinstance(data, dict):
         raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
     values: dict[str, Any] = {}
