@@ -67,13 +67,13 @@ find_ros() {
 }
 
 if ! find_ros; then
-  how="ROS 2 tests skipped: no ROS 2 found (source a ROS 2 setup.bash, or install one in
- /opt/ros, or put the bundled ros2-jazzy/ at ../shared beside this checkout)"
+  how="no ROS 2 found (source a ROS 2 setup.bash, or install one in /opt/ros, or put"
+  how+=" the bundled ros2-jazzy/ at ../shared beside this checkout)"
   if [[ "${CI:-}" == true || "${CI:-}" == 1 ]]; then
-    say "${how//$'\n'/} [CI=true: a missing ROS 2 fails the run]" >&2
+    say "ROS 2 tests cannot run: $how [CI=true: a missing ROS 2 fails the run]" >&2
     exit 1
   fi
-  say "${how//$'\n'/}"
+  say "ROS 2 tests skipped: $how"
   exit 0
 fi
 
