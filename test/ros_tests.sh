@@ -22,8 +22,8 @@
 #   1. one already sourced (ROS_DISTRO set and colcon on PATH);
 #   2. /opt/ros/<distro>, with the project's venv activated over it;
 #   3. the bundled Jazzy ../shared/ros2-jazzy/install.sh, installed (about 20 s the first
-#      time, under 1 s after) into ROS_PREFIX (default: VENV/ros2-jazzy, so each venv has its
-#      own and no other checkout's install is rewritten) with the project's venv.
+#      time, under 1 s after) into ROS_PREFIX (default: .ros2-jazzy beside VENV, so each venv
+#      has its own and no other checkout's install is rewritten) with the project's venv.
 # None: one line saying how to enable the ROS tests, exit 0; under CI=true, exit 1.
 #
 # Usage: test/ros_tests.sh [VENV]      (VENV defaults to .venv; make test passes its own)
@@ -32,7 +32,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 VENV=$(cd "${1:-$REPO/.venv}" && pwd)
 BUNDLED="$REPO/../shared/ros2-jazzy/install.sh"
-ROS_PREFIX=${ROS_PREFIX:-$VENV/ros2-jazzy}
+ROS_PREFIX=${ROS_PREFIX:-$(dirname "$VENV")/.ros2-jazzy}   # install.sh refuses one inside VENV
 
 say() { echo "ros_tests: $*"; }
 
@@ -51,7 +51,8 @@ find_ros() {
     if [[ -f "$setup" ]]; then
       set +u; . "$setup"; set -u
       activate_venv
-      command -v colcon >/dev/null || "$VENV/bin/python" -m pip install -q colcon-common-extensions
+      command -v colcon >/dev/null || "$VENV/bin/python" -m pip install -q \
+        colcon-common-extensions || exit 1
       say "using $(dirname "$setup") with $VENV"
       return 0
     fi
@@ -59,8 +60,10 @@ find_ros() {
   if [[ -f "$BUNDLED" ]]; then
     local keep=()      # install.sh without --with-rviz would remove an RViz installed there
     [[ -x "$ROS_PREFIX/bin/rviz2" ]] && keep=(--with-rviz)
-    bash "$BUNDLED" "$ROS_PREFIX" "$VENV" "${keep[@]}"
-    . "$ROS_PREFIX/env.sh"
+    # set -e does not apply in a function called from `if !`: check each step
+    bash "$BUNDLED" "$ROS_PREFIX" "$VENV" "${keep[@]}" || { say "installing $BUNDLED failed" >&2
+                                                          exit 1; }
+    . "$ROS_PREFIX/env.sh" || exit 1
     return 0
   fi
   return 1
