@@ -1,4 +1,5 @@
-# Set-up lives here once: `make demo` and `make test` work on a fresh machine (no ROS needed).
+# Set-up lives here once: `make demo` and `make test` work on a fresh machine (no ROS needed:
+# `make test` then skips the ROS tests with one line saying how to enable them).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is pinned first so pip takes the CPU build instead of several GB of CUDA wheels;
@@ -16,5 +17,8 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/fastdrivevla demo --out out/demo
 
+# the ROS-free suite, then the ROS 2 tests for real (colcon build + colcon test, launch tests
+# included) on whichever ROS 2 test/ros_tests.sh finds
 test: $(VENV)/.installed
 	$(PY) -m pytest -q test
+	bash test/ros_tests.sh $(VENV)

@@ -165,7 +165,29 @@ def test_rviz_layout_shows_what_the_node_publishes_in_its_frame():
     heatmaps = {f'/planner/heatmap/{cam}' for cam in CAMERAS}
     assert heatmaps | {'/planner/heatmap/mosaic', '/planner/path', '/planner/markers'} <= \
         set(shown)
-    assert all(shown.values())
+    # what the product is about is on by default; the per-camera heatmaps are optional tabs
+    assert all(on for topic, on in shown.items() if topic not in heatmaps)
+    view = manager['Views']['Current']
+    assert view['Class'] == 'rviz_default_plugins/TopDownOrtho'
+    assert view['Angle'] == pytest.approx(-1.5708, abs=1e-3), 'ego forward (+x) must point up'
+
+
+def test_rviz_layout_docks_the_mosaic_large_with_the_heatmaps_as_tabs():
+    """The saved dock layout (Qt's QMainWindow state) places every image panel by name."""
+    config = yaml.safe_load((REPO / 'rviz' / 'drive.rviz').read_text())
+    geometry = config['Window Geometry']
+    state = bytes.fromhex(geometry['QMainWindow State'])
+    names = ['Token mosaic'] + [f'Heatmap {cam}' for cam in
+                                ('CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT',
+                                 'CAM_BACK_LEFT', 'CAM_BACK', 'CAM_BACK_RIGHT')]
+    shown = [d['Name'] for d in config['Visualization Manager']['Displays']
+             if d['Class'] == 'rviz_default_plugins/Image']
+    assert sorted(shown) == sorted(names)
+    # Qt stores object names as UTF-16BE, in dock order: the mosaic first, then the cameras
+    offsets = [state.find(name.encode('utf-16-be')) for name in names]
+    assert -1 not in offsets, 'a panel without a saved place lands in the left dock at ~50 px'
+    assert offsets == sorted(offsets), 'tab order differs from the mosaic order'
+    assert (geometry['Width'], geometry['Height']) == (1600, 1000)
 
 
 def test_package_xml_is_format_3_ament_cmake_interface_package(package_xml):

@@ -175,3 +175,14 @@ def test_a_plan_outlasting_close_is_not_published():
     time.sleep(0.5)
     assert published == []
     assert gate.run(lambda: published.append('late')) is False and published == []
+
+
+def test_the_gate_refuses_once_outputs_can_no_longer_be_sent():
+    """Ctrl-C shuts the ROS context before close(): the gate must refuse from then on."""
+    from fastdrivevla_ros.pipeline.worker import OutputGate
+
+    alive, published = [True], []
+    gate = OutputGate(alive=lambda: alive[0])
+    assert gate.run(lambda: published.append(1)) is True
+    alive[0] = False
+    assert gate.run(lambda: published.append(2)) is False and published == [1]

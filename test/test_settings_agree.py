@@ -52,7 +52,7 @@ def test_node_defaults_equal_cli_defaults_equal_planner_settings(command):
     same = [k for k in names if k != "model" and k not in args._presets
             and getattr(args, k, None) is None]
     assert {k: cli[k] for k in same} == {k: node[k] for k in same}
-    assert set(args._presets) <= {"pruner", "pruning_ratio", "cameras"}
+    assert set(args._presets) <= {"pruner", "pruning_ratio", "cameras", "warmup"}
     planner = dataclasses.asdict(PlannerSettings())
     assert _planner_fields(engine_kwargs(node)) == \
         {k: planner[k] for k in _planner_fields(engine_kwargs(node))}

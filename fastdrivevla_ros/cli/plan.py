@@ -14,6 +14,11 @@ from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_s
 from fastdrivevla_ros.errors import ConfigError, InputError
 from fastdrivevla_ros.files import write_text
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState
+from fastdrivevla_ros.vla.settings import ENGINE_KEYS
+
+# the engine's settings but cameras (--image gives them), and the warm-up (none by default:
+# one plan, its one-off costs included, is what `plan` shows)
+PLAN_SETTINGS = tuple(k for k in ENGINE_KEYS if k != "cameras") + ("warmup",)
 
 
 def parse_image_args(items: list[str]) -> dict[str, np.ndarray]:
@@ -53,22 +58,21 @@ def parse_history(text: str | None) -> EgoHistory | None:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from fastdrivevla_ros.vla.settings import ENGINE_KEYS
-
     p.add_argument("--image", action="append", default=[], metavar="CAMERA=PATH",
                    help="a camera image; repeat per camera (its cameras feed the model)")
     p.add_argument("--history", help="past ego states 'x,y[,v];...' oldest first, ego frame; "
                    "write --history=... when it starts with '-'")
     p.add_argument("--out", help="write plan.json and heatmaps here")
     p.add_argument("--list-pruners", action="store_true", help="list pruner names and exit")
-    add_settings(p, [k for k in ENGINE_KEYS if k != "cameras"], help_overrides={
+    add_settings(p, PLAN_SETTINGS, presets={"warmup": 0}, help_overrides={
         "view_ratios": "per-camera pruning ratios, in the order of the --image cameras"})
+
 
 
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.pruning.registry import available_pruners, require_pruning
     from fastdrivevla_ros.vla.engine import DrivingVLA
-    from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
+    from fastdrivevla_ros.vla.settings import engine_kwargs
     from fastdrivevla_ros.viz.heatmap import mosaic, save_png, token_overlay, with_legend
 
     if args.list_pruners:
@@ -77,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     images = parse_image_args(args.image)
     if not images:
         raise ConfigError("--model and at least one --image CAMERA=PATH are required")
-    values = resolve_settings(args, [k for k in ENGINE_KEYS if k != "cameras"],
-                              given={"cameras": list(images)})
+    values = resolve_settings(args, PLAN_SETTINGS, given={"cameras": list(images)})
     if not values["model"]:
         raise ConfigError("--model and at least one --image CAMERA=PATH are required")
     kwargs = engine_kwargs(values)
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.out)
     require_pruning(values["pruner"], values["pruning_ratio"], values["view_ratios"])
     engine = DrivingVLA.from_pretrained(values["model"], **kwargs)
+    engine.warmup(values["warmup"])
     result = engine.plan(images, history)
     print(json.dumps({k: v for k, v in result.to_json().items() if k != "views"}, indent=1))
     if args.out:

@@ -39,7 +39,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-bag", action="store_true",
                    help="also write predictions_bag/ (paths + heatmaps) for Foxglove / RViz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_settings(p, ENGINE_KEYS, config_aliases=("--budgets",), help_overrides={
+    add_settings(p, ENGINE_KEYS + ("warmup",), config_aliases=("--budgets",), help_overrides={
         "model": "Qwen2.5-VL checkpoint directory or hub id (safetensors only); required "
                  "unless --ground-truth-as-prediction or --config sets it"})
 
@@ -52,6 +52,7 @@ class ReplayConfig:
     model: str | None
     engine: dict = field(default_factory=dict)      # DrivingVLA.from_pretrained keywords
     pruner_options: dict = field(default_factory=dict)
+    warmup: int = 0                                 # blank plans before the first keyframe
 
 
 def resolve(args: argparse.Namespace) -> ReplayConfig:
@@ -63,14 +64,15 @@ def resolve(args: argparse.Namespace) -> ReplayConfig:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     if args.baseline:
         _check_baseline(args.baseline)
-    values = resolve_settings(args, ENGINE_KEYS)
+    values = resolve_settings(args, ENGINE_KEYS + ("warmup",))
     if args.ground_truth_as_prediction:
         return ReplayConfig(shard, values["model"] or None)
     if not values["model"]:
         raise ConfigError("--model is required (or --ground-truth-as-prediction)")
     engine = engine_kwargs(values)
     _check_engine(engine)
-    return ReplayConfig(shard, values["model"], engine, engine["pruner_options"])
+    return ReplayConfig(shard, values["model"], engine, engine["pruner_options"],
+                        values["warmup"])
 
 
 def _check_baseline(run_dir) -> None:
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         from fastdrivevla_ros.vla.engine import DrivingVLA
 
         engine = DrivingVLA.from_pretrained(cfg.model, **cfg.engine)
+        engine.warmup(cfg.warmup)               # keyframe timings exclude one-off costs
     metrics = replay_bag(args.bag, engine, args.out, cfg.shard, args.limit,
                          gt_as_prediction=args.ground_truth_as_prediction,
                          name=args.convention, baseline=args.baseline,

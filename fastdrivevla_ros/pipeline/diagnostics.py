@@ -79,6 +79,7 @@ class DriveDiagnostics:
         self._engine_ms: deque[float] = deque(maxlen=window)
         self._ego_last: float | None = None
         self.model = ('loading', '')
+        self.warmup_s: float | None = None
         self.counts = {'sets': 0, 'plans': 0, 'parse_failed': 0, 'input_errors': 0,
                        'cuda_oom': 0, 'errors': 0, 'model_unavailable': 0}
         self.input_errors_by_camera: dict[str, int] = {}
@@ -104,10 +105,16 @@ class DriveDiagnostics:
         with self._lock:
             self._ego_last = now
 
-    def model_state(self, state: str, detail: str = '') -> None:
-        """Record the model's state: 'loading', 'ready' or 'failed' (detail says why)."""
+    def model_state(self, state: str, detail: str = '', warmup_s: float | None = None) -> None:
+        """
+        Record the model's state: 'loading', 'warming up', 'ready' or 'failed'.
+
+        detail says why or what; warmup_s: seconds the warm-up plans took (shown once known).
+        """
         with self._lock:
             self.model = (state, detail)
+            if warmup_s is not None:
+                self.warmup_s = warmup_s
 
     # ------------------------------------------------------------------ planning
     def plan_done(self, now: float, status: str, latency_ms: float, engine_ms: float,
@@ -150,9 +157,12 @@ class DriveDiagnostics:
 
     def _model_status(self) -> StatusReport:
         state, detail = self.model
-        level = {'ready': OK, 'loading': WARN}.get(state, ERROR)
+        level = {'ready': OK, 'loading': WARN, 'warming up': WARN}.get(state, ERROR)
         message = state if not detail else f'{state}: {detail}'
-        return StatusReport(level, 'fastdrivevla: model', message, {'state': state})
+        values = {'state': state}
+        if self.warmup_s is not None:
+            values['warmup_s'] = f'{self.warmup_s:.3f}'
+        return StatusReport(level, 'fastdrivevla: model', message, values)
 
     def _camera_status(self, now: float, missing: dict[str, float | None]) -> StatusReport:
         values = {f'{c} rate_hz': f'{_rate(self._camera_times[c]):.2f}' for c in self.cameras}

@@ -140,9 +140,9 @@ def marker_array_fields(result: PlanResult, stamp_ns: int, frame_id: str,
                                scale={'x': 0.6, 'y': 0.6, 'z': 0.6}))
     markers.append(_marker(header, 'plan_info', 2, TEXT_VIEW_FACING, text=label,
                            color=OK_COLOR if result.ok else FAILED_COLOR,
-                           pose={'position': _point(0, 0, 3.0),
+                           pose={'position': _point(-2.0, 0, 3.0),     # just behind the ego
                                  'orientation': _yaw_quaternion(0.0)},
-                           scale={'x': 0.0, 'y': 0.0, 'z': 0.8}))
+                           scale={'x': 0.0, 'y': 0.0, 'z': 1.6}))      # ~16 px in drive.rviz
     return {'markers': markers}
 
 

@@ -113,6 +113,7 @@ class PlannerService:
         self.engine_factory = engine_factory
         self.engine = None
         self.state = 'loading'
+        self.warmup_s: float | None = None     # seconds the warm-up plans took
         self._pending: NodeConfig | None = None
         self._lock = threading.Lock()
 
@@ -121,7 +122,10 @@ class PlannerService:
         """Load the model; on failure log it, report 'failed' and keep the node alive."""
         self.diagnostics.model_state('loading', self.config.model)
         try:
-            self.engine = self.engine_factory(self.config, self.log)
+            engine = self.engine_factory(self.config, self.log)
+            self.diagnostics.model_state('warming up', f'{self.config.warmup} blank plan(s)')
+            self.warmup_s = engine.warmup(self.config.warmup)
+            self.engine = engine
         except Exception as e:  # noqa: B902 - any load failure is reported, not raised
             self.state = 'failed'
             reason = f'{type(e).__name__}: {e}'
@@ -133,13 +137,15 @@ class PlannerService:
             return False
         self.state = 'ready'
         self._report_ready()
-        self.log('info', f'model ready: {self.config.model} ({self.engine.device})')
+        self.log('info', f'model ready: {self.config.model} ({self.engine.device}; warm-up '
+                         f'{self.config.warmup} plan(s) in {self.warmup_s:.2f} s)')
         return True
 
     def _report_ready(self) -> None:
         self.diagnostics.model_state('ready', f'{self.config.model} on {self.engine.device}, '
                                      f'pruner {self.engine.pruner.name} @ '
-                                     f'{self.engine.settings.pruning_ratio:.2f}')
+                                     f'{self.engine.settings.pruning_ratio:.2f}',
+                                     warmup_s=self.warmup_s)
 
     def update_config(self, config: NodeConfig) -> None:
         """Queue validated runtime changes; applied before the next frame is planned."""

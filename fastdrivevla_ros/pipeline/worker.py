@@ -198,16 +198,19 @@ class OutputGate:
 
     LatestSetWorker.close() waits a bounded time for the plan in progress (a CPU plan can take
     longer); when that plan finishes after the node was destroyed, its publish must not run.
+    alive: False once outputs can no longer be sent (the ROS context was shut down by Ctrl-C
+    before `close()` ran): the gate then refuses too.
     """
 
-    def __init__(self):
+    def __init__(self, alive: Callable[[], bool] = lambda: True):
         self._lock = threading.Lock()
         self._open = True
+        self._alive = alive
 
     def run(self, output: Callable[[], Any]) -> bool:
-        """Call `output()` unless closed; return whether it ran."""
+        """Call `output()` unless closed or no longer alive; return whether it ran."""
         with self._lock:
-            if not self._open:
+            if not self._open or not self._alive():
                 return False
             output()
             return True

@@ -98,7 +98,7 @@ class DriveNode(Node):
         self.diagnostics = DriveDiagnostics(cfg.cameras, cfg.camera_timeout_s)
         self.ego = EgoHistoryBuffer()
         self._last_odom_stamp = float('-inf')
-        self.outputs = OutputGate()
+        self.outputs = OutputGate(alive=self.context.ok)   # Ctrl-C shuts the context first
         self._make_publishers()
         raw_converter = conversions.raw_image_converter()
         if cfg.image_transport == 'raw' and raw_converter is None:
@@ -259,6 +259,8 @@ class DriveNode(Node):
                                   f'{self.worker.max_staleness_s})', throttle_duration_sec=5.0)
 
     def _on_worker_error(self, frame: FrameSet, error: BaseException) -> None:
+        if not self.context.ok():       # a publish raced Ctrl-C's shutdown: not a fault
+            return
         self.diagnostics.fault('errors', f'{type(error).__name__}: {error}', self._now_s())
         self.get_logger().error(f'planning/publishing failed: {type(error).__name__}: {error}')
 

@@ -191,6 +191,25 @@ class DrivingVLA:
                           decode_passes=record.passes,
                           view_ratios=self.settings.view_ratios)
 
+    def warmup(self, plans: int = 1, size: tuple[int, int] = (1600, 900)) -> float:
+        """Plan `plans` times on a blank camera set; return the seconds it took.
+
+        The first plan of a process pays one-off costs (grammar compilation for the whole
+        vocabulary, first allocations, the compiled decode step's compilation); after a warm-up
+        the first real plan costs what the others cost. Black `size` (w, h) frames (nuScenes'
+        by default, so the token grid is a real frame's), standing still, empty foreground
+        masks; the pruner is reset afterwards, so warmed-up plans equal cold ones."""
+        if plans <= 0:
+            return 0.0
+        w, h = size
+        blank = {cam: np.zeros((h, w, 3), np.uint8) for cam in self.settings.cameras}
+        masks = {cam: np.zeros((h, w), bool) for cam in self.settings.cameras}
+        start = time.perf_counter()
+        for _ in range(plans):
+            self.plan(blank, extras={"foreground_masks": masks})
+        self.pruner.reset()
+        return time.perf_counter() - start
+
     # ------------------------------------------------------------------ stages
     def encode_images(self, inputs: ModelInputs, extras: FrameExtras) -> list[torch.Tensor]:
         """Vision encoder + merger -> per view [N_v, D] LLM-space visual tokens."""

@@ -185,6 +185,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=('dynamic', 'static', 'compiled')),
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
+    ParamSpec('warmup', 1, 'plans on a blank camera set after loading, before the first real '
+              'one (the node logs `model ready` after them): the first plan of a process pays '
+              'one-off costs (grammar compilation, first allocations, compiling the decode '
+              'step); 0 = none', low=0, high=100),
     # inputs
     ParamSpec('camera_namespace', 'cameras', 'camera topics are '
               'NAMESPACE/CAMERA/IMAGE_NAME[/compressed] (image_transport naming); relative '
