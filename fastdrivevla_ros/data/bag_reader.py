@@ -174,6 +174,16 @@ class BagFrames:
         finally:
             reader.close()
 
+    def log_times(self) -> list[tuple[str, int]]:
+        """(topic, log time ns) of every message in play order (`ros2 bag play`'s order)."""
+        reader = self._open()
+        try:
+            return [(c.topic, t) for c, t, _ in reader.messages()]
+        except Exception as e:  # rosbags/mcap errors on a damaged chunk
+            raise self._broken(e) from e
+        finally:
+            reader.close()
+
     def _open(self):
         """An open rosbags Reader; a truncated or corrupt bag raises DataError saying so."""
         from rosbags.rosbag2 import Reader
