@@ -165,6 +165,11 @@ class EgoHistoryBuffer:
         with self._arrived:
             return self._arrived.wait_for(lambda: self._covers_locked(t, status), timeout_s)
 
+    def history_when_covered(self, t: float, timeout_s: float, status: bool = True):
+        """Return (history_at(t) once covers(t, status) or after `timeout_s`, covered)."""
+        covered = self.wait_for(t, timeout_s, status)
+        return self.history_at(t), covered
+
     def _covers_locked(self, t: float, status: bool) -> bool:
         series = (self._poses, self._status) if status else (self._poses,)
         return all(s.newest() is not None and s.newest() >= t for s in series)

@@ -239,12 +239,15 @@ class DriveNode(Node):
         planning then would prompt another history than `fastdrivevla replay` does.
         """
         cfg = self.config
-        if cfg.odom_topic and not self.ego.wait_for(stamp, cfg.ego_wait_s,
-                                                    status=bool(cfg.ego_status_topic)):
+        if not cfg.odom_topic:
+            return None
+        history, covered = self.ego.history_when_covered(stamp, cfg.ego_wait_s,
+                                                         status=bool(cfg.ego_status_topic))
+        if not covered:
             self.diagnostics.fault('input_errors', f'no ego sample at or after the camera set '
                                    f'stamp {stamp:.3f} within ego_wait_s {cfg.ego_wait_s} s: '
                                    'planned with the history so far', self._now_s())
-        return self.ego.history_at(stamp)
+        return history
 
     @staticmethod
     def _changes(parameters) -> dict:
