@@ -92,7 +92,7 @@ def replay_launch(work):
 
 
 def final_metrics(run: Path) -> dict | None:
-    """The evaluator's metrics.json once it is final (it adds plans_received last)."""
+    """Return the evaluator's metrics.json once it is final (it adds plans_received last)."""
     try:
         metrics = json.loads((run / 'metrics.json').read_text())
     except (OSError, ValueError):
