@@ -127,6 +127,11 @@ class EgoHistoryBuffer:
     def __len__(self) -> int:
         return len(self._poses.samples)
 
+    @property
+    def has_status(self) -> bool:
+        """Return True once an ego status sample arrived (since the last clear)."""
+        return bool(self._status.samples)
+
     def add_pose(self, sample: PoseSample) -> None:
         """Insert an odometry pose (out-of-order ones are placed by stamp)."""
         if not all(math.isfinite(v) for v in (sample.stamp, sample.x, sample.y, sample.yaw,

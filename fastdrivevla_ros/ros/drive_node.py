@@ -236,13 +236,15 @@ class DriveNode(Node):
 
         Waits (up to ego_wait_s, wall clock) until the configured ego streams reach the
         stamp: a set can complete before the odometry of its own instant is delivered, and
-        planning then would prompt another history than `fastdrivevla replay` does.
+        planning then would prompt another history than `fastdrivevla replay` does. Without
+        odom_topic there is no history (a standing start), as before.
         """
         cfg = self.config
         if not cfg.odom_topic:
             return None
-        history, covered = self.ego.history_when_covered(stamp, cfg.ego_wait_s,
-                                                         status=bool(cfg.ego_status_topic))
+        # wait for ego status too unless odometry flows without it (no status publisher)
+        status = bool(cfg.ego_status_topic) and (self.ego.has_status or not len(self.ego))
+        history, covered = self.ego.history_when_covered(stamp, cfg.ego_wait_s, status)
         if not covered:
             self.diagnostics.fault('input_errors', f'no ego sample at or after the camera set '
                                    f'stamp {stamp:.3f} within ego_wait_s {cfg.ego_wait_s} s: '
