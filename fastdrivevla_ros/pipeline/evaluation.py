@@ -217,7 +217,7 @@ class StreamEvaluator:
             raise
         self.store = PredictionStore(self.out_dir / PREDICTIONS)
         self.pending: list[Keyframe] = []                 # keyframes not settled yet
-        self.candidates: list[tuple[int, dict]] = []      # (stamp, result) plans not used yet
+        self.candidates: list[tuple] = []     # (stamp, result, SettingsRun|None) not used yet
         self.expected: list[str] = [r['token'] for r in self.store.ordered()]   # resumed
         self.missing: list[str] = []
         self.plans_seen = 0
@@ -279,30 +279,27 @@ class StreamEvaluator:
         Register a published plan (result_from_trajectory(...) of a PlannedTrajectory).
 
         The first plan fixes the run's manifest (ConfigError if the folder holds another run);
-        a later plan with other settings goes to that settings' own run folder.
-        Returns None, or a note when the plan opened a new settings folder.
+        a later plan with other settings goes to that settings' own run folder (opened on its
+        first plan: `other_runs` grows).
         """
         self.plans_seen += 1
         manifest = self.plan_manifest(result)
         if self.manifest is None:
             claim(self.out_dir, manifest)
             self.manifest = manifest
-        run, note = None, None
+        run = None
         if manifest_differences(self.manifest, manifest):
             self.other_settings += 1
-            run, new = self._settings_run(manifest)
-            if new:
-                note = f'plans with other settings ({result["pruner"]} @ ' \
-                       f'{result["pruning_ratio"]:.2f}) go to {run.out_dir}'
+            run = self._settings_run(manifest)
         self.candidates.append((int(stamp_ns), result, run))
         self._settle(final=False)
-        return note
+        return None
 
-    def _settings_run(self, manifest: dict) -> tuple[SettingsRun, bool]:
-        """Return (the run folder for `manifest`, whether it was opened now)."""
+    def _settings_run(self, manifest: dict) -> SettingsRun:
+        """Return the run folder for `manifest`, opening the next free name the first time."""
         for run in self.other_runs:
             if not manifest_differences(run.manifest, manifest):
-                return run, False
+                return run
         base = f"{manifest['pruner']}-{manifest['pruning_ratio']:.2f}"
         for n in itertools.count(1):
             try:
@@ -311,7 +308,7 @@ class StreamEvaluator:
             except ConfigError:     # another settings set's (or writer's) folder: next name
                 continue
             self.other_runs.append(run)
-            return run, True
+            return run
 
     def _settle(self, final: bool) -> None:
         newest = max((c[0] for c in self.candidates), default=None)
