@@ -24,6 +24,7 @@ logs.
 import ast
 from pathlib import Path
 import re
+import sys
 import xml.etree.ElementTree as ElementTree
 
 from fastdrivevla_ros.data import topics
@@ -109,7 +110,7 @@ def test_every_executable_launched_is_installed_and_has_a_main(cmake):
             if isinstance(package, ast.Name) or getattr(package, 'value', '') == \
                     'fastdrivevla_ros':
                 executables.add(exe.value)
-    assert executables == {'drive_node', 'replay_evaluator'}
+    assert executables == {'drive_node', 'replay_evaluator', 'replay_lockstep'}
     for exe in executables:
         script = REPO / 'scripts' / exe
         assert script.is_file() and script.stat().st_mode & 0o111, f'{script} not executable'
@@ -207,8 +208,8 @@ def declared(package_xml, *tags) -> set[str]:
 def test_every_ros_package_imported_is_declared(package_xml):
     runtime = declared(package_xml, 'depend', 'exec_depend')
     tests = runtime | declared(package_xml, 'test_depend')
-    local = {'fastdrivevla_ros', '__future__'}
-    stdlib = {'array', 'difflib', 'sys', 'threading', 'os', 'time', 'typing'}
+    local = {'fastdrivevla_ros', '__future__', '_scene'}
+    stdlib = set(sys.stdlib_module_names)
     third_party = {'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'PIL': 'python3-pil',
                    'tf2_ros': 'tf2_ros_py', 'cv_bridge': 'cv_bridge'}
     for path in ROS_CODE + sorted((REPO / 'test').glob('test_ros_*.py')):

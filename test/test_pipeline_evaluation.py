@@ -15,6 +15,7 @@
 """Live-replay evaluation: plans matched to keyframes by stamp, scored like offline replay."""
 
 import json
+import re
 
 from fastdrivevla_ros.data.bag_reader import PlanningTarget
 from fastdrivevla_ros.errors import ConfigError
@@ -219,14 +220,34 @@ def test_a_resume_with_other_settings_is_refused_and_nothing_written(tmp_path):
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
-def test_a_plan_with_settings_changed_at_runtime_is_skipped_not_mixed_in(tmp_path):
-    ev = _scored_run(tmp_path / 'run')
-    ev.add_keyframe(keyframe(3))
-    skipped = ev.add_plan(T0 + 3 * S // 2, plan_result(1.0, 'random', 0.75))
-    assert 'pruning_ratio: 0.5 != 0.75' in skipped
+def test_plans_with_settings_changed_at_runtime_go_to_their_own_run_folder(tmp_path):
+    run = tmp_path / 'run'
+    ev = _scored_run(run)                                   # random @ 0.5 owns run/
+    for k, ratio in ((3, 0.75), (4, 0.75), (5, 0.25)):      # a `ros2 param set` sweep
+        ev.add_keyframe(keyframe(k))
+        ev.add_plan(T0 + k * S // 2 + 10_000_000, plan_result(1.0, 'random', ratio))
     metrics = ev.finish()
-    assert metrics['plans_with_other_settings'] == 1 and metrics['pruning_ratios_seen'] == [0.5]
-    assert ev.missing == ['kf3'] and list(ev.store.records) == ['kf0']
+    ev.close()
+    assert metrics['plans_with_other_settings'] == 3 and ev.missing == []
+    assert metrics['runs_with_other_settings'] == {'random-0.75': 2, 'random-0.25': 1}
+    assert [r['token'] for r in ev.store.ordered()] == ['kf0']
+    for name, ratio, tokens in (('random-0.75', 0.75, ['kf3', 'kf4']),
+                                ('random-0.25', 0.25, ['kf5'])):
+        folder = run / name
+        shard = json.loads((folder / 'shard.json').read_text())
+        assert shard['pruning_ratio'] == ratio and shard['expected'] == tokens
+        rows = [json.loads(line) for line in (folder / 'predictions.jsonl').read_text()
+                .splitlines()]
+        assert [r['token'] for r in rows] == tokens
+        assert {r['pruning_ratio'] for r in rows} == {ratio}
+        assert json.loads((folder / 'metrics.json').read_text())['samples'] == len(tokens)
+    # `report` compares them: one row per settings set, with its sample count
+    from fastdrivevla_ros.eval.report import compare
+    table = compare([run, run / 'random-0.75', run / 'random-0.25'], tmp_path / 'table',
+                    own_samples=True).read_text()
+    assert '| Method | Samples |' in table
+    rows = re.findall(r'^\| random[^|]* \| (\d+) \| \d', table, re.M)
+    assert sorted(map(int, rows)) == [1, 1, 2], table
 
 
 def test_a_second_evaluator_on_a_held_folder_is_refused(tmp_path):

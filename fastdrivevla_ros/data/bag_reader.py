@@ -1,9 +1,10 @@
 """Read converted bags back, one keyframe at a time, for offline evaluation.
 
 Every PlanningGroundTruth message is one keyframe. Its camera images are the CompressedImage
-messages nearest in header time (within MAX_CAMERA_OFFSET_S), its ego history comes from the
-/ego/odometry and /ego/status messages of the same scene fed through the same
-`EgoHistoryBuffer` the ROS node uses, so offline replay and the live node prompt alike.
+messages nearest in header time (within MAX_CAMERA_OFFSET_S). Its ego history is built exactly
+as the drive node builds it: every /ego/odometry and /ego/status message goes through the same
+conversions into the same `EgoHistoryBuffer`, asked at the same instant, the stamp of the first
+camera's image (the node's reference camera), so offline replay and the live node prompt alike.
 The reader streams in time order with bounded memory and never drops a keyframe: a keyframe
 whose images are missing raises DataError naming it.
 """
@@ -19,7 +20,6 @@ from typing import Iterator
 import numpy as np
 
 from fastdrivevla_ros.data import topics
-from fastdrivevla_ros.data.ego import quaternion_yaw
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory
 
@@ -174,6 +174,16 @@ class BagFrames:
         finally:
             reader.close()
 
+    def log_times(self) -> list[tuple[str, int]]:
+        """(topic, log time ns) of every message in play order (`ros2 bag play`'s order)."""
+        reader = self._open()
+        try:
+            return [(c.topic, t) for c, t, _ in reader.messages()]
+        except Exception as e:  # rosbags/mcap errors on a damaged chunk
+            raise self._broken(e) from e
+        finally:
+            reader.close()
+
     def _open(self):
         """An open rosbags Reader; a truncated or corrupt bag raises DataError saying so."""
         from rosbags.rosbag2 import Reader
@@ -203,29 +213,25 @@ class _Assembler:
         self.window_ns = int(MAX_CAMERA_OFFSET_S * 1e9)
         self.images: dict[str, deque] = {c: deque() for c in frames.cameras}
         self.pending: deque = deque()          # (stamp, gt msg) waiting for late images
-        self.odom: deque = deque(maxlen=64)    # (stamp, msg)
-        self.status: deque = deque(maxlen=64)
         self.history = EgoHistoryBuffer()
-        self.scene_token = None
         self.ordinal = 0
 
     def run(self, messages) -> Iterator[Frame]:
+        from fastdrivevla_ros.data.ego_history import odometry_sample, status_sample
+
         store = self.f.store
         for conn, t_ns, raw in messages:
             topic = conn.topic
             cam = topics.camera_from_topic(topic)
+            msg = store.deserialize_cdr(raw, conn.msgtype)
             if cam is not None:
-                msg = store.deserialize_cdr(raw, conn.msgtype)
                 self.images[cam].append((_stamp_ns(msg.header), bytes(msg.data)))
+            elif topic == topics.GROUND_TRUTH:
+                self.pending.append((_stamp_ns(msg.header), msg))
+            elif topic == topics.ODOMETRY:       # as the drive node's callbacks do
+                self.history.add_pose(odometry_sample(msg))
             else:
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                stamp = _stamp_ns(msg.header)
-                if topic == topics.GROUND_TRUTH:
-                    self.pending.append((stamp, msg))
-                elif topic == topics.ODOMETRY:
-                    self.odom.append((stamp, msg))
-                else:
-                    self.status.append((stamp, msg))
+                self.history.add_status(status_sample(msg))
             while self.pending and t_ns > self.pending[0][0] + self.window_ns:
                 yield self._emit(*self.pending.popleft())
         while self.pending:
@@ -240,31 +246,16 @@ class _Assembler:
 
     def _emit(self, stamp: int, gt) -> Frame:
         token = gt.sample_token
-        jpegs = {}
+        jpegs, reference = {}, stamp
         if self.f.with_images:
             for cam, buf in self.images.items():
-                jpegs[cam] = self._nearest(buf, stamp, f"{cam} image", token)[1]
+                cam_stamp, jpegs[cam] = self._nearest(buf, stamp, f"{cam} image", token)
+                if cam == self.f.cameras[0]:
+                    reference = cam_stamp        # the drive node's plan stamp
                 while buf and buf[0][0] < stamp - self.window_ns:
                     buf.popleft()   # older than any later keyframe can use
         frame = Frame(self.ordinal, token, gt.scene_token, gt.scene_name, int(gt.index_in_scene),
-                      stamp, jpegs, self._history(stamp, gt, token), target_from_msg(gt))
+                      stamp, jpegs, self.history.history_at(reference * 1e-9),
+                      target_from_msg(gt))
         self.ordinal += 1
         return frame
-
-    def _history(self, stamp: int, gt, token: str) -> EgoHistory | None:
-        """Feed this keyframe's odometry/status into the shared buffer, then ask it."""
-        from fastdrivevla_ros.data.ego_history import PoseSample, StatusSample
-
-        if gt.scene_token != self.scene_token:   # a new scene: the past belongs to another drive
-            self.history.clear()
-            self.scene_token = gt.scene_token
-        _, odom = self._nearest(self.odom, stamp, "odometry", token)
-        _, status = self._nearest(self.status, stamp, "ego status", token)
-        p, q = odom.pose.pose.position, odom.pose.pose.orientation
-        t = stamp * 1e-9
-        self.history.add_pose(PoseSample(t, p.x, p.y, quaternion_yaw((q.w, q.x, q.y, q.z)),
-                                         speed=float(status.speed)))
-        self.history.add_status(StatusSample(
-            t, float(status.speed), (float(status.acceleration.x), float(status.acceleration.y)),
-            steering=float(status.steering)))
-        return self.history.history_at(t)

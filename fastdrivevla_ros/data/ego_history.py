@@ -18,7 +18,9 @@ Ego history for the prompt from odometry (and optional ego status) streams, ROS-
 Shared by the drive node (live topics) and the bag reader (replay), so both prompt alike.
 
 Poses (world/odom frame, from nav_msgs/Odometry) and ego status samples (speed, acceleration,
-steering, from fastdrivevla_ros/EgoStatus) are kept for a few seconds. For a frame at time t the
+steering, from fastdrivevla_ros/EgoStatus) are kept for a few seconds; both paths turn messages
+into samples with `odometry_sample` / `status_sample` and ask `history_at(t)` with t = the
+camera set's reference stamp (the first configured camera's image stamp). For a frame at time t the
 prompt needs the states at t - 3.0 s ... t - 0.0 s every 0.5 s with positions in the CURRENT ego
 frame (x forward, y left), as Impromptu-VLA's prompt gives them. Motion values come from the
 status sample nearest in time when there is one, else from the odometry itself.
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 import math
 import threading
 
-from fastdrivevla_ros.data.ego import wrap_angle
+from fastdrivevla_ros.data.ego import quaternion_yaw, wrap_angle
 from fastdrivevla_ros.vla.prompt import EgoHistory, EgoState, MAX_HISTORY, WAYPOINT_DT
 
 
@@ -56,6 +58,24 @@ class StatusSample:
     steering: float | None = None
 
 
+def _stamp_s(header) -> float:
+    return (int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)) * 1e-9
+
+
+def odometry_sample(odom) -> PoseSample:
+    """Return the pose of a nav_msgs/Odometry (rclpy or rosbags object) with its forward speed."""
+    p, q = odom.pose.pose.position, odom.pose.pose.orientation
+    return PoseSample(_stamp_s(odom.header), float(p.x), float(p.y),
+                      quaternion_yaw((q.w, q.x, q.y, q.z)), float(odom.twist.twist.linear.x))
+
+
+def status_sample(status) -> StatusSample:
+    """Return the motion in a fastdrivevla_ros/EgoStatus (rclpy or rosbags object)."""
+    a = status.acceleration
+    return StatusSample(_stamp_s(status.header), float(status.speed), (float(a.x), float(a.y)),
+                        float(status.steering))
+
+
 def _wrap(a: float) -> float:
     return float(wrap_angle(a))
 
@@ -67,8 +87,10 @@ class _TimeSeries:
         self.horizon_s = horizon_s
         self.samples: list = []
         self.stamps: list[float] = []
+        self.last_added = -math.inf        # stamp of the latest arrival (not the newest stamp)
 
     def add(self, sample) -> None:
+        self.last_added = sample.stamp
         i = bisect.bisect_right(self.stamps, sample.stamp)
         self.samples.insert(i, sample)
         self.stamps.insert(i, sample.stamp)
@@ -79,6 +101,9 @@ class _TimeSeries:
         self.samples.clear()
         self.stamps.clear()
 
+    def newest(self) -> float | None:
+        return self.stamps[-1] if self.stamps else None
+
 
 class EgoHistoryBuffer:
     """
@@ -86,32 +111,73 @@ class EgoHistoryBuffer:
 
     tolerance_s: how far outside the buffered poses a lookup may reach, and how far the
     nearest status sample may be (a state with no pose is left out rather than invented).
+    A sample more than REWIND_S older than the one that arrived before it on its stream clears
+    the buffer (time went backwards: a bag restarted).
     """
+
+    REWIND_S = 1.0
 
     def __init__(self, horizon_s: float = 4.0, tolerance_s: float = 0.1):
         self.tolerance_s = tolerance_s
         self._poses = _TimeSeries(horizon_s)
         self._status = _TimeSeries(horizon_s)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def __len__(self) -> int:
         return len(self._poses.samples)
+
+    @property
+    def has_status(self) -> bool:
+        """Return True once an ego status sample arrived (since the last clear)."""
+        return bool(self._status.samples)
 
     def add_pose(self, sample: PoseSample) -> None:
         """Insert an odometry pose (out-of-order ones are placed by stamp)."""
         if not all(math.isfinite(v) for v in (sample.stamp, sample.x, sample.y, sample.yaw,
                                               sample.speed or 0.0)):
             raise ValueError(f'non-finite odometry sample: {sample}')
-        with self._lock:
-            self._poses.add(sample)
+        self._add(self._poses, sample)
+
+    def _add(self, series: _TimeSeries, sample) -> None:
+        with self._arrived:
+            if sample.stamp < series.last_added - self.REWIND_S:
+                self._poses.clear()
+                self._status.clear()
+            series.add(sample)
+            self._arrived.notify_all()
 
     def add_status(self, sample: StatusSample) -> None:
         """Insert an ego status sample (speed, acceleration, steering)."""
         values = (sample.stamp, sample.speed, *sample.acceleration, sample.steering or 0.0)
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f'non-finite ego status sample: {sample}')
+        self._add(self._status, sample)
+
+    def covers(self, t: float, status: bool = True) -> bool:
+        """
+        Return True once a pose (and, with `status`, a status sample) at or after t arrived.
+
+        history_at(t) reads only the poses bracketing each state and the status samples
+        nearest to them, so once both streams reach t, later samples cannot change it: this
+        is what makes the node's history equal the offline replay's whatever the timing.
+        """
         with self._lock:
-            self._status.add(sample)
+            return self._covers_locked(t, status)
+
+    def wait_for(self, t: float, timeout_s: float, status: bool = True) -> bool:
+        """Block until covers(t, status) or `timeout_s` (wall clock) passed; return covers."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._covers_locked(t, status), timeout_s)
+
+    def history_when_covered(self, t: float, timeout_s: float, status: bool = True):
+        """Return (history_at(t) once covers(t, status) or after `timeout_s`, covered)."""
+        covered = self.wait_for(t, timeout_s, status)
+        return self.history_at(t), covered
+
+    def _covers_locked(self, t: float, status: bool) -> bool:
+        series = (self._poses, self._status) if status else (self._poses,)
+        return all(s.newest() is not None and s.newest() >= t for s in series)
 
     def clear(self) -> None:
         """Forget everything (time jumped backwards, e.g. a bag restarted)."""

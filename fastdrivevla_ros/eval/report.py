@@ -56,15 +56,17 @@ def _num(v, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def table_rows(rows: list[dict], baseline: dict | None) -> list[str]:
-    head = ["Method", "Tokens", "ms/plan"]
+def table_rows(rows: list[dict], baseline: dict | None, samples: bool = False) -> list[str]:
+    """Table 1 rows; `samples` adds each run's sample count (runs over different keyframes)."""
+    head = ["Method", *(["Samples"] if samples else []), "Tokens", "ms/plan"]
     for key, title in GROUPS:
         head += [f"{title} 1s", "2s", "3s", "Avg.", "Rel."]
     head.append("Waypoints off the map patch")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in rows:
         kept = m.get("tokens_kept_mean")
-        cells = [label(m), "–" if not kept else f"{kept:.0f}/{m.get('tokens_total_mean', 0):.0f}",
+        cells = [label(m), *([str(m["samples"])] if samples else []),
+                 "–" if not kept else f"{kept:.0f}/{m.get('tokens_total_mean', 0):.0f}",
                  _num((m.get("timings_ms_mean") or {}).get("total"), 1)]
         for key, _ in GROUPS:
             values = m.get(key) or {}
@@ -104,7 +106,8 @@ FRAME_NOTE = ("Trajectories and scores are in the **{frame}**. Impromptu-VLA's t
 
 
 def markdown(runs: list[dict], baseline: dict | None = None,
-             title: str = "Open-loop planning", scope: str | None = None) -> str:
+             title: str = "Open-loop planning", scope: str | None = None,
+             samples: bool = False) -> str:
     """A Table-1 style report for runs (baseline shown first when given); `scope` says which
     samples were scored when that is not simply every sample of each run."""
     from fastdrivevla_ros.eval.metrics import FRAME
@@ -127,7 +130,7 @@ def markdown(runs: list[dict], baseline: dict | None = None,
         "Rel. = 100 × baseline Avg / run Avg (share of the unpruned model's performance kept; "
         "– where the run's Avg. is 0, e.g. no collisions in either run)."
         if baseline is not None else "Rel. needs a baseline (`--baseline UNPRUNED_RUN_DIR`).",
-        "", *table_rows(rows, baseline), ""]
+        "", *table_rows(rows, baseline, samples), ""]
     latency = latency_rows(rows)
     if latency:
         notes += ["Mean stage latency (ms) per plan:", "", *latency, ""]
@@ -289,11 +292,14 @@ def _key(run_dir) -> str:
     return str(Path(run_dir).resolve())
 
 
-def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> Path:
+def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False,
+            own_samples: bool = False) -> Path:
     """One report over many runs (sorted by pruner then kept share) plus the ratio plots.
 
     The baseline is shown once (also when it is listed among the runs); all runs must have
-    scored the same samples unless `intersect`."""
+    scored the same samples unless `intersect`, or `own_samples`: each run scored on its own
+    samples, with a Samples column (the settings folders of one ROS replay whose settings
+    changed at runtime)."""
     if not run_dirs:
         raise DataError("report needs at least one run directory")
     check_report_out(out_dir)
@@ -305,12 +311,18 @@ def compare(run_dirs: list, out_dir, baseline=None, intersect: bool = False) -> 
     conventions = {m["convention"] for m, _ in loaded.values()}
     if len(conventions) > 1:
         raise DataError(f"runs use different metric conventions {sorted(conventions)}")
-    scored, scope = same_samples(loaded, intersect)
+    if own_samples:
+        scored = {d: m for d, (m, _) in loaded.items()}
+        scope = ("Each run is scored on its own samples (settings changed during one "
+                 "replay): rows cover different keyframes (Samples column).")
+    else:
+        scored, scope = same_samples(loaded, intersect)
     base = scored.pop(base_dir) if base_dir else None
     runs = sorted(scored.values(), key=lambda m: (pruned_share(m), m.get("pruner", "")))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "report.md", markdown(runs, base, "Pruning comparison", scope))
+    write_text(out / "report.md", markdown(runs, base, "Pruning comparison", scope,
+                                          samples=own_samples))
     plot_l2_horizon(([base] if base else []) + runs, out / "l2_horizon.png")
     plot_vs_ratio(runs, out / "metrics_vs_ratio.png", base)
     return out / "report.md"

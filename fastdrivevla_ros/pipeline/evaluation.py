@@ -33,8 +33,14 @@ recorded: pruner, pruning ratio, cameras and visual tokens per camera (which sta
 resolution), plus the bag's identity, the model parameter and the match tolerance; what the
 drive node does not publish (dtype, pruner options, per-view budgets, grammar, decode settings)
 is listed under 'not_published'. A folder holding another run (other settings, another bag or
-model, or a `fastdrivevla replay` run) is refused with ConfigError and nothing is written; plans
-with settings other than the run's (changed at runtime) are skipped and counted.
+model, or a `fastdrivevla replay` run) is refused with ConfigError and nothing is written.
+
+Settings changed at runtime (`ros2 param set` during a replay) lose nothing: the first plan's
+settings own `out_dir`; plans made with any other settings go to a run folder of their own,
+`out_dir/<pruner>-<ratio>[-n]/`, with its own manifest, lock, predictions, metrics and report,
+so `fastdrivevla report out_dir out_dir/*/` compares them (one row each, with its sample count).
+A keyframe is recorded in the folder of the settings of the plan it took; keyframes that no
+plan covered are reported as missing by the first run.
 
 Matching: a plan is stamped with its reference camera image (within ~50 ms of the keyframe's
 LiDAR stamp in nuScenes); each keyframe takes the plan nearest in time within `tolerance_s`.
@@ -46,7 +52,8 @@ or superseded while it was busy) are reported as missing, never invented.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import itertools
 import math
 from pathlib import Path
 import shutil
@@ -132,6 +139,31 @@ def _check_plan(result: dict) -> dict:
     return result
 
 
+@dataclass
+class SettingsRun:
+    """The run folder of one settings set met at runtime: lock, manifest, predictions."""
+
+    out_dir: Path
+    manifest: dict
+    lock: Any
+    store: PredictionStore
+    expected: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, out_dir: Path, manifest: dict) -> 'SettingsRun':
+        """Lock and claim `out_dir` for `manifest`; ConfigError if it holds another run."""
+        check_resumable(out_dir, manifest)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_folder(out_dir)
+        try:
+            claim(out_dir, manifest)
+        except ConfigError:
+            lock.release()
+            raise
+        store = PredictionStore(out_dir / PREDICTIONS)
+        return cls(out_dir, manifest, lock, store, [r['token'] for r in store.ordered()])
+
+
 class IdleWatch:
     """
     Wall-clock idleness: True once `timeout_s` passed without `touch()` after a first one.
@@ -185,12 +217,12 @@ class StreamEvaluator:
             raise
         self.store = PredictionStore(self.out_dir / PREDICTIONS)
         self.pending: list[Keyframe] = []                 # keyframes not settled yet
-        self.candidates: list[tuple[int, dict]] = []      # (stamp, result) plans not used yet
+        self.candidates: list[tuple] = []     # (stamp, result, SettingsRun|None) not used yet
         self.expected: list[str] = [r['token'] for r in self.store.ordered()]   # resumed
         self.missing: list[str] = []
-        self.ordinal = len(self.store.records)
         self.plans_seen = 0
-        self.other_settings = 0                       # plans skipped: not the run's settings
+        self.other_settings = 0                       # plans made with other settings
+        self.other_runs: list[SettingsRun] = []       # their run folders
         self.malformed: Counter = Counter()           # 'ground_truth' / 'plan' -> count
         self.last_malformed = ''
 
@@ -247,33 +279,49 @@ class StreamEvaluator:
         Register a published plan (result_from_trajectory(...) of a PlannedTrajectory).
 
         The first plan fixes the run's manifest (ConfigError if the folder holds another run);
-        a later plan with other settings is skipped: returns why, else None.
+        a later plan with other settings goes to that settings' own run folder (opened on its
+        first plan: `other_runs` grows).
         """
         self.plans_seen += 1
         manifest = self.plan_manifest(result)
         if self.manifest is None:
             claim(self.out_dir, manifest)
             self.manifest = manifest
-        diff = manifest_differences(self.manifest, manifest)
-        if diff:
+        run = None
+        if manifest_differences(self.manifest, manifest):
             self.other_settings += 1
-            return f"plan skipped: not this run's settings (run != plan: {'; '.join(diff)})"
-        self.candidates.append((int(stamp_ns), result))
+            run = self._settings_run(manifest)
+        self.candidates.append((int(stamp_ns), result, run))
         self._settle(final=False)
         return None
 
+    def _settings_run(self, manifest: dict) -> SettingsRun:
+        """Return the run folder for `manifest`, opening the next free name the first time."""
+        for run in self.other_runs:
+            if not manifest_differences(run.manifest, manifest):
+                return run
+        base = f"{manifest['pruner']}-{manifest['pruning_ratio']:.2f}"
+        for n in itertools.count(1):
+            try:
+                run = SettingsRun.open(self.out_dir / (base if n == 1 else f'{base}-{n}'),
+                                       manifest)
+            except ConfigError:     # another settings set's (or writer's) folder: next name
+                continue
+            self.other_runs.append(run)
+            return run
+
     def _settle(self, final: bool) -> None:
-        newest = max((s for s, _ in self.candidates), default=None)
+        newest = max((c[0] for c in self.candidates), default=None)
         still = []
         for kf in self.pending:
             if not final and (newest is None or newest <= kf.stamp_ns + self.tolerance_ns):
                 still.append(kf)       # a closer plan may still come
                 continue
-            near = [(abs(s - kf.stamp_ns), s, r) for s, r in self.candidates
+            near = [(abs(s - kf.stamp_ns), r, run) for s, r, run in self.candidates
                     if abs(s - kf.stamp_ns) <= self.tolerance_ns]
             if near:
-                _, stamp, result = min(near, key=lambda item: item[0])
-                self._record(kf, result)
+                _, result, run = min(near, key=lambda item: item[0])
+                self._record(kf, result, run)
             else:
                 self.missing.append(kf.target.token)
         self.pending = still
@@ -282,15 +330,18 @@ class StreamEvaluator:
         if horizon is not None:
             self.candidates = [c for c in self.candidates if c[0] >= horizon - self.tolerance_ns]
 
-    def _record(self, kf: Keyframe, result: dict) -> None:
+    def _record(self, kf: Keyframe, result: dict, run: SettingsRun | None = None) -> None:
         target = kf.target
         metrics = sample_metrics(result['waypoints'], target) if target.full_future else None
-        self.store.append({
-            'token': target.token, 'ordinal': self.ordinal, 'scene_token': kf.scene_token,
+        store = self.store if run is None else run.store
+        if run is not None:
+            run.expected.append(target.token)
+            self.expected.remove(target.token)     # the first run did not get it
+        store.append({
+            'token': target.token, 'ordinal': len(store.records), 'scene_token': kf.scene_token,
             'scene_name': kf.scene_name, 'index_in_scene': kf.index_in_scene,
             'stamp_ns': kf.stamp_ns, 'full_future': target.full_future,
             'drivable_source': target.drivable_source, **result, 'metrics': metrics})
-        self.ordinal += 1
 
     def finish(self) -> dict | None:
         """
@@ -311,13 +362,22 @@ class StreamEvaluator:
                         self.plans_seen, 'plans_with_other_settings': self.other_settings,
                         'pruning_ratios_seen': sorted({r['pruning_ratio'] for r in records}),
                         'match_tolerance_s': self.tolerance_ns / 1e9,
+                        'runs_with_other_settings': {
+                            run.out_dir.name: len(run.store.records) for run in self.other_runs},
                         'malformed_messages': {k: self.malformed[k]
                                                for k in ('ground_truth', 'plan')}})
         write_json(self.out_dir / METRICS, metrics)
+        for run in self.other_runs:
+            spec = run.manifest | {'convention': self.convention}
+            write_json(run.out_dir / MANIFEST, spec | {
+                'expected': run.expected, 'missing': [], 'complete': True, 'limit': None})
+            finish_run(run.out_dir, run.store.ordered(), spec)
         return metrics
 
     def close(self) -> None:
-        """Release the folder's lock; remove the folder if this evaluator made it for nothing."""
+        """Release the folders' locks; remove the folder if this evaluator made it for nothing."""
+        for run in self.other_runs:
+            run.lock.release()
         self.lock.release()
         if self.created and self.manifest is None and read_manifest(self.out_dir) is None:
             shutil.rmtree(self.out_dir, ignore_errors=True)

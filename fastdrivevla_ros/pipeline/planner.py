@@ -169,6 +169,8 @@ class PlannerService:
     def plan(self, frame: FrameSet) -> PlanOutput | None:
         """Plan one camera set; None (with diagnostics and a log line) when it cannot."""
         self._apply_pending()
+        if self.config.plan_delay_s:       # a slow planner on demand (lockstep replay tests)
+            time.sleep(self.config.plan_delay_s)
         now = self.clock()
         if self.engine is None:
             self.diagnostics.fault('model_unavailable', f'model {self.state}', now)

@@ -24,8 +24,6 @@ import array
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from fastdrivevla_ros.data.ego import quaternion_yaw
-from fastdrivevla_ros.data.ego_history import PoseSample, StatusSample
 from fastdrivevla_ros.msg import PlannedTrajectory
 from geometry_msgs.msg import (
     Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3)
@@ -134,17 +132,3 @@ def diagnostic_array_msg(fields: dict) -> DiagnosticArray:
                                  values=[KeyValue(key=kv['key'], value=kv['value'])
                                          for kv in s['values']])
                 for s in fields['status']])
-
-
-def pose_sample(odom) -> PoseSample:
-    """Return the ego pose of a nav_msgs/Odometry (world frame) with its forward speed."""
-    p, q = odom.pose.pose.position, odom.pose.pose.orientation
-    return PoseSample(stamp_ns(odom.header.stamp) * 1e-9, p.x, p.y,
-                      quaternion_yaw((q.w, q.x, q.y, q.z)), odom.twist.twist.linear.x)
-
-
-def status_sample(status) -> StatusSample:
-    """Return the motion in a fastdrivevla_ros/EgoStatus."""
-    a = status.acceleration
-    return StatusSample(stamp_ns(status.header.stamp) * 1e-9, status.speed, (a.x, a.y),
-                        status.steering)

@@ -31,7 +31,7 @@ import sys
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
-from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer
+from fastdrivevla_ros.data.ego_history import EgoHistoryBuffer, odometry_sample, status_sample
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.msg import EgoStatus, PlannedTrajectory
 from fastdrivevla_ros.pipeline import messages
@@ -97,7 +97,6 @@ class DriveNode(Node):
         cfg = self.config
         self.diagnostics = DriveDiagnostics(cfg.cameras, cfg.camera_timeout_s)
         self.ego = EgoHistoryBuffer()
-        self._last_odom_stamp = float('-inf')
         self.outputs = OutputGate(alive=self.context.ok)   # Ctrl-C shuts the context first
         self._make_publishers()
         raw_converter = conversions.raw_image_converter()
@@ -105,7 +104,7 @@ class DriveNode(Node):
             self.get_logger().warning(f'cv_bridge unavailable ({conversions.CV_BRIDGE_PROBLEM}):'
                                       f' raw images limited to {", ".join(RAW_ENCODINGS)}')
         self.service = PlannerService(cfg, self.diagnostics, clock=self._now_s,
-                                      history=self.ego.history_at,
+                                      history=self._history,
                                       decode=image_decoder(raw_converter),
                                       log=leveled_log(self.get_logger()))
         self.worker = LatestSetWorker(self._plan_and_publish, cfg.max_staleness_s,
@@ -220,20 +219,37 @@ class DriveNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         try:
-            sample = conversions.pose_sample(msg)
-            if sample.stamp < self._last_odom_stamp - 1.0:
-                self.ego.clear()                  # time went backwards (a bag restarted)
-            self._last_odom_stamp = sample.stamp
-            self.ego.add_pose(sample)
+            self.ego.add_pose(odometry_sample(msg))   # time going backwards clears it
             self.diagnostics.ego_received(self._now_s())
         except ValueError as e:
             self.diagnostics.fault('input_errors', f'odometry: {e}', self._now_s())
 
     def _on_ego_status(self, msg) -> None:
         try:
-            self.ego.add_status(conversions.status_sample(msg))
+            self.ego.add_status(status_sample(msg))
         except ValueError as e:
             self.diagnostics.fault('input_errors', f'ego status: {e}', self._now_s())
+
+    def _history(self, stamp: float):
+        """
+        Return the prompt's ego history at a camera set's stamp, as the offline replay has it.
+
+        Waits (up to ego_wait_s, wall clock) until the configured ego streams reach the
+        stamp: a set can complete before the odometry of its own instant is delivered, and
+        planning then would prompt another history than `fastdrivevla replay` does. Without
+        odom_topic there is no history (a standing start), as before.
+        """
+        cfg = self.config
+        if not cfg.odom_topic:
+            return None
+        # wait for ego status too unless odometry flows without it (no status publisher)
+        status = bool(cfg.ego_status_topic) and (self.ego.has_status or not len(self.ego))
+        history, covered = self.ego.history_when_covered(stamp, cfg.ego_wait_s, status)
+        if not covered:
+            self.diagnostics.fault('input_errors', f'no ego sample at or after the camera set '
+                                   f'stamp {stamp:.3f} within ego_wait_s {cfg.ego_wait_s} s: '
+                                   'planned with the history so far', self._now_s())
+        return history
 
     @staticmethod
     def _changes(parameters) -> dict:

@@ -18,8 +18,11 @@ Replay evaluator node: scores the drive node's plans against the bag's ground tr
 Run by launch/replay.launch.py next to `ros2 bag play --clock` and the drive node. It hears
 every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTrajectory from the
 planner and pairs them by stamp (pipeline.evaluation.StreamEvaluator), appending each settled
-keyframe to predictions.jsonl at once. After `idle_timeout_s` of WALL time without a message
-(the bag ended) it writes metrics.json and report.md and exits by itself, which ends the launch;
+keyframe to predictions.jsonl at once (plans made with settings changed at runtime go to their
+own run folder under output_dir, see pipeline/evaluation.py). After `idle_timeout_s` of WALL time without a message
+(the bag ended; with `wait_for_finished`, counted only once the lockstep node announced the end
+on `replay/finished`, so a slow plan never looks like the end) it writes metrics.json and
+report.md and exits by itself, which ends the launch;
 on SIGINT it writes them too, but what it had settled is already on disk. It holds the run
 folder's lock while it lives; a folder holding another run (other settings, bag or model, or a
 `fastdrivevla replay` run) or locked by another writer ends it with a fatal log line and exit
@@ -31,6 +34,7 @@ import sys
 from fastdrivevla_ros.errors import FastDriveError
 from fastdrivevla_ros.msg import PlannedTrajectory, PlanningGroundTruth
 from fastdrivevla_ros.pipeline.evaluation import IdleWatch, StreamEvaluator
+from fastdrivevla_ros.ros.lockstep_node import FINISHED_QOS
 from fastdrivevla_ros.ros.spin import run_node
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 import rclpy
@@ -38,6 +42,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Empty
 
 NODE_NAME = 'fastdrivevla_replay_evaluator'
 # reliable and deep: the bag offers RELIABLE and no keyframe may be lost to a burst
@@ -69,8 +74,12 @@ class ReplayEvaluator(Node):
             description='bag path, recorded in the run files', read_only=True)).value
         model = self.declare_parameter('model', '', ParameterDescriptor(
             description='model, recorded in the run files', read_only=True)).value
+        self.armed = not self.declare_parameter('wait_for_finished', False, ParameterDescriptor(
+            description='count idle time only after a message on replay/finished (lockstep '
+                        'replay)', read_only=True)).value
         self.evaluator = StreamEvaluator(out, tolerance, convention, bag, model)
         self.idle = IdleWatch(idle_timeout_s)
+        self.create_subscription(Empty, 'replay/finished', self._on_finished, FINISHED_QOS)
         self.done = self.refused = False
         self.create_subscription(PlanningGroundTruth, 'planning/ground_truth',
                                  self._on_ground_truth, INPUT_QOS)
@@ -81,17 +90,30 @@ class ReplayEvaluator(Node):
                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f'evaluating into {out} (tolerance {tolerance} s)')
 
-    def _on_ground_truth(self, msg) -> None:
+    def _touch(self) -> None:
+        if self.armed:
+            self.idle.touch()
+
+    def _on_finished(self, msg) -> None:
+        self.get_logger().info('the lockstep replay finished')
+        self.armed = True
         self.idle.touch()
+
+    def _on_ground_truth(self, msg) -> None:
+        self._touch()
         self._report(self.evaluator.ground_truth_message(msg))
 
     def _on_plan(self, msg) -> None:
-        self.idle.touch()
+        self._touch()
+        runs = len(self.evaluator.other_runs)
         try:
             self._report(self.evaluator.plan_message(msg))
         except FastDriveError:       # the folder holds another run: stop, write nothing
             self.refused = self.done = True
             raise
+        if len(self.evaluator.other_runs) > runs:
+            self.get_logger().info(f'plans with {msg.pruner} @ {msg.pruning_ratio:.2f} (new '
+                                   f'settings) go to {self.evaluator.other_runs[-1].out_dir}')
 
     def _report(self, problem) -> None:
         if problem is not None:

@@ -205,6 +205,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec('ego_status_topic', 'ego/status', 'fastdrivevla_ros/EgoStatus giving speed, '
               "acceleration and steering for the prompt ('' = derive from odometry)",
               problem=lambda v: _topic_problem(v) if v else None),
+    ParamSpec('ego_wait_s', 0.5, 'max wall-clock seconds a camera set waits for odometry (and '
+              'ego status) at or after its stamp before planning, so its history is the one '
+              '`fastdrivevla replay` prompts (0 = never wait)', low=0.0, high=10.0,
+              runtime=True),
     ParamSpec('ego_frame', 'base_link', 'frame_id of the published plan (ego frame at the '
               'source frame time)', problem=lambda v: None if v else 'must not be empty'),
     ParamSpec('plan_frame', 'fastdrivevla_plan', 'child frame published as a static identity '
@@ -225,6 +229,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # outputs
     ParamSpec('publish_heatmaps', True, 'publish per-camera retained-token heatmaps and the '
               'mosaic (bgr8)', runtime=True),
+    # testing
+    ParamSpec('plan_delay_s', 0.0, 'extra wall-clock seconds slept before every plan: '
+              'simulates a slow planner (lockstep replay tests); 0 in real use', low=0.0,
+              high=600.0, runtime=True),
 )
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
