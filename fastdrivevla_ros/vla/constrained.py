@@ -116,6 +116,17 @@ class _Matcher:
         self._xgr.apply_token_bitmask_inplace(row, self.bitmask)
         return torch.isfinite(row[0]).nonzero().flatten().tolist()
 
+    def grammatical_prefix(self, ids: list[int]) -> int:
+        """How many of `ids` the grammar accepts from here (checked, then rolled back: the
+        state is unchanged). A draft is cut there: the model can never be asked to write more."""
+        n = 0
+        for token in ids:
+            if self.matcher.is_terminated() or not self.matcher.accept_token(int(token)):
+                break
+            n += 1
+        self.matcher.rollback(n)
+        return n
+
     @property
     def finished(self) -> bool:
         return self.matcher.is_terminated()
