@@ -73,6 +73,7 @@ class Frame:
     jpegs: dict[str, bytes]
     history: EgoHistory | None
     target: PlanningTarget
+    ego_pose: tuple[float, float, float] | None = None   # (x, y, yaw) in the odometry frame
 
     def compressed(self, cameras=None) -> dict[str, bytes]:
         """{camera: JPEG bytes} for `cameras` (default: all present), not decoded: the engine
@@ -246,13 +247,16 @@ class _Assembler:
                 jpegs[cam] = self._nearest(buf, stamp, f"{cam} image", token)[1]
                 while buf and buf[0][0] < stamp - self.window_ns:
                     buf.popleft()   # older than any later keyframe can use
+        history, pose = self._history(stamp, gt, token)
         frame = Frame(self.ordinal, token, gt.scene_token, gt.scene_name, int(gt.index_in_scene),
-                      stamp, jpegs, self._history(stamp, gt, token), target_from_msg(gt))
+                      stamp, jpegs, history, target_from_msg(gt), pose)
         self.ordinal += 1
         return frame
 
-    def _history(self, stamp: int, gt, token: str) -> EgoHistory | None:
-        """Feed this keyframe's odometry/status into the shared buffer, then ask it."""
+    def _history(self, stamp: int, gt, token: str) -> tuple[EgoHistory | None, tuple]:
+        """Feed this keyframe's odometry/status into the shared buffer, then ask it.
+
+        Returns (the history, the ego pose (x, y, yaw) now in the odometry frame)."""
         from fastdrivevla_ros.data.ego_history import PoseSample, StatusSample
 
         if gt.scene_token != self.scene_token:   # a new scene: the past belongs to another drive
@@ -262,9 +266,9 @@ class _Assembler:
         _, status = self._nearest(self.status, stamp, "ego status", token)
         p, q = odom.pose.pose.position, odom.pose.pose.orientation
         t = stamp * 1e-9
-        self.history.add_pose(PoseSample(t, p.x, p.y, quaternion_yaw((q.w, q.x, q.y, q.z)),
-                                         speed=float(status.speed)))
+        pose = (float(p.x), float(p.y), quaternion_yaw((q.w, q.x, q.y, q.z)))
+        self.history.add_pose(PoseSample(t, *pose, speed=float(status.speed)))
         self.history.add_status(StatusSample(
             t, float(status.speed), (float(status.acceleration.x), float(status.acceleration.y)),
             steering=float(status.steering)))
-        return self.history.history_at(t)
+        return self.history.history_at(t), pose

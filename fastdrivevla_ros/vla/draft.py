@@ -100,3 +100,28 @@ def _with_numbers(reply: str, done: list[str]) -> str:
         out += [body[at:match.start()], own]
         at = match.end()
     return head + "".join(out) + body[at:]
+
+
+class PreviousPlan:
+    """One stream's last plan, kept by its caller (the node, the replay), never by the engine.
+
+    `draft(pose, stamp_s)` moves it to now (None when there is none, no pose, or it is older
+    than the plan's horizon: the engine then drafts kinematically)."""
+
+    def __init__(self):
+        self.waypoints: np.ndarray | None = None
+        self.pose: tuple[float, float, float] | None = None
+        self.stamp_s = 0.0
+
+    def remember(self, waypoints: np.ndarray | None, pose, stamp_s: float) -> None:
+        """Keep `waypoints` [6, 2] planned at `stamp_s` from `pose` (x, y, yaw); None forgets."""
+        ok = waypoints is not None and pose is not None
+        self.waypoints = np.asarray(waypoints, dtype=float) if ok else None
+        self.pose, self.stamp_s = (tuple(pose), stamp_s) if ok else (None, 0.0)
+
+    def draft(self, pose, stamp_s: float) -> np.ndarray | None:
+        """[6, 2] the last plan moved to `pose` and `stamp_s`, or None."""
+        elapsed = stamp_s - self.stamp_s
+        if self.waypoints is None or pose is None or not 0 <= elapsed <= NUM_WAYPOINTS * WAYPOINT_DT:
+            return None
+        return previous_draft(self.waypoints, self.pose, tuple(pose), elapsed)
