@@ -135,6 +135,8 @@ def test_draft_continuation_follows_the_reply_and_resumes_at_the_next_number():
     assert draft_continuation(head + '[1.37, -0.50]', draft, one_number=True) == ', [2.00'
     assert draft_continuation(head + '[1.2', draft, one_number=True) == '5'
     assert draft_continuation(full, draft) == ''
+    written = head + '[015.50, -0.00], [1.25, 3.00]</PLANNING>'     # a reply as the draft
+    assert draft_continuation(head + '[0', written) == '15.50, -0.00], [1.25, 3.00]</PLANNING>'
     assert draft_continuation(head, np.full((6, 2), np.nan)) == ''
 
 

@@ -8,7 +8,7 @@ Rows (one engine, one input, interleaved timed rounds):
   * ours, forced tokens: what the grammar fixes rides along with the free tokens;
   * ours, forced tokens + pruning at each given ratio (`pruner`);
   * with `drafts`, each forced-tokens row again per draft kind (speculative decoding, same
-    reply): `oracle` = the row's own reply as draft (a car whose plan the guess knows),
+    reply): `oracle` = the row's own reply (text) as draft (a car whose plan the guess knows),
     `wrong` = every number's first character wrong (every draft rejected at once).
 Each row reports plan / preprocess / vision / scoring / prefill / decode ms, decode passes and
 tokens emitted (draft rows: draft / accepted tokens too); speedups are against the generate row (plan) and the step-by-step row (decode).
@@ -116,7 +116,7 @@ def _engine_sample(engine, frames: dict, mode: _Mode, draft=None) -> dict:
     return {"ms": {**ms, "plan": timer.ms}, "decode_passes": result.decode_passes,
             "tokens_emitted": result.num_generated, "status": result.status,
             "draft_tokens": result.draft_tokens, "accepted_tokens": result.accepted_tokens,
-            "waypoints": result.waypoints}
+            "waypoints": result.waypoints, "text": result.text}
 
 
 def wrong_draft(waypoints: np.ndarray) -> np.ndarray:
@@ -144,16 +144,17 @@ def run_plan_modes(engine, frames: dict, pruner, ratios=(0.5, 0.75), repeats: in
     try:
         step = _engine_sample(engine, frames, modes[1])      # fixes the baseline's length
         new_tokens = step["tokens_emitted"]
-        replies = {(m.pruner.name, m.ratio): _engine_sample(engine, frames, m)["waypoints"]
+        replies = {(m.pruner.name, m.ratio): _engine_sample(engine, frames, m)
                    for m in modes[2:] if m.draft == "none"}
 
         def sample(mode):
             if mode.pruner is None:
                 return _generate_sample(engine, frames, clock, new_tokens)
-            draft = replies.get((mode.pruner.name, mode.ratio)) if mode.draft != "none" \
-                else None
-            if mode.draft == "wrong":
-                draft = wrong_draft(draft)
+            draft = None
+            if mode.draft != "none":
+                reply = replies[mode.pruner.name, mode.ratio]
+                draft = reply["text"] if mode.draft == "oracle" else \
+                    wrong_draft(reply["waypoints"])
             return _engine_sample(engine, frames, mode, draft)
 
         for mode in tqdm(modes, desc="plan modes warm-up", disable=not progress or not warmup):

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from fastdrivevla_ros.vla.prompt import EgoHistory, NUM_WAYPOINTS, PLANNING_HEADER, \
-    WAYPOINT_DT, format_planning
+    WAYPOINT_DT
 
 _NUMBER = re.compile(r"-?\d+\.\d\d")          # a finished number: the grammar's two decimals
 _REPLY_START = "<PLANNING>" + PLANNING_HEADER
@@ -69,19 +69,23 @@ def _frame_change(points: np.ndarray, src: tuple, dst: tuple) -> np.ndarray:
     return (fixed - np.asarray(dst[:2], dtype=float)) @ rot(dst[2])
 
 
-def draft_continuation(text: str, draft: np.ndarray, one_number: bool = False) -> str:
+def draft_continuation(text: str, draft: np.ndarray | str, one_number: bool = False) -> str:
     """The draft's text from where the reply `text` stands ('' = nothing to draft here).
 
-    Numbers the reply has finished are its own; the draft supplies the rest, so after the model
-    disagrees with a number the draft resumes at the next number boundary. one_number: stop
-    after the first number the continuation finishes (a draft that just failed costs little).
+    draft: [N, 2] waypoints (written with two decimals) or a reply text (its numbers as
+    written). Numbers the reply has finished are its own; the draft supplies the rest, so after
+    the model disagrees with a number the draft resumes at the next number boundary.
+    one_number: stop after the first number the continuation finishes (a draft that just
+    failed costs little).
     """
-    done = _NUMBER.findall(text[len(_REPLY_START):]) if text.startswith(_REPLY_START) else []
-    numbers = np.asarray(draft, dtype=float).reshape(-1)
-    if len(done) > len(numbers) or not np.isfinite(numbers).all():
+    done = _numbers(text)
+    numbers = _numbers(draft) if isinstance(draft, str) else \
+        [f"{v:.2f}" for v in np.asarray(draft, dtype=float).reshape(-1)]
+    if len(done) > len(numbers) or not all(_NUMBER.fullmatch(n) for n in numbers):
         return ""
-    numbers = np.concatenate([np.asarray(done, dtype=float), numbers[len(done):]])
-    reply = _with_numbers(format_planning(numbers.reshape(-1, 2)), done)
+    numbers = done + numbers[len(done):]
+    points = ", ".join(f"[{x}, {y}]" for x, y in zip(numbers[::2], numbers[1::2]))
+    reply = f"{_REPLY_START}{points}</PLANNING>"
     if not reply.startswith(text):
         return ""                     # mid-number where the model disagreed: no guess here
     rest = reply[len(text):]
@@ -91,15 +95,9 @@ def draft_continuation(text: str, draft: np.ndarray, one_number: bool = False) -
     return rest
 
 
-def _with_numbers(reply: str, done: list[str]) -> str:
-    """`reply` with its first numbers written exactly as the model wrote them ('-0.00')."""
-    head, body = reply[:len(_REPLY_START)], reply[len(_REPLY_START):]
-    found = list(_NUMBER.finditer(body))
-    out, at = [], 0
-    for match, own in zip(found, done):
-        out += [body[at:match.start()], own]
-        at = match.end()
-    return head + "".join(out) + body[at:]
+def _numbers(reply: str) -> list[str]:
+    """The finished numbers of a reply (text), as written."""
+    return _NUMBER.findall(reply[len(_REPLY_START):]) if reply.startswith(_REPLY_START) else []
 
 
 class PreviousPlan:

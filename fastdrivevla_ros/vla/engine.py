@@ -169,11 +169,11 @@ class DrivingVLA:
     @torch.inference_mode()
     def plan(self, images: dict, history: EgoHistory | None = None,
              extras: FrameExtras | dict | None = None,
-             draft: np.ndarray | None = None) -> PlanResult:
+             draft: np.ndarray | str | None = None) -> PlanResult:
         """images: {camera: HxWx3 uint8 RGB, PIL image or JPEG/PNG bytes}; history: past ego
         states (None = standing still); extras: side data for pruners (e.g.
-        {'foreground_masks': {camera: HxW}}); draft: [6, 2] guessed waypoints to verify
-        (None: the `draft` setting's guess; `previous` needs the caller's, see vla/draft.py,
+        {'foreground_masks': {camera: HxW}}); draft: [6, 2] guessed waypoints to verify, or a
+        reply text (None: the `draft` setting's guess; `previous` needs the caller's, see vla/draft.py,
         and falls back to kinematic). The reply is the same whatever the draft."""
         start = time.perf_counter()
         clock = _Stopwatch(self.device)
@@ -296,6 +296,7 @@ class DrivingVLA:
         recorded = {i: [] for i in self.pruner.record_decode_layers}
         passes = drafted = accepted = 0
         cautious = False            # after a rejection: draft up to the next number boundary
+        splits: dict[int, list[int]] = {}   # draft token -> how this reply writes its text
 
         def emit(ids: list[int], is_forced: bool) -> None:
             for token in ids:
@@ -316,7 +317,7 @@ class DrivingVLA:
         while not (tokens and stopped()):
             guess = []
             if pending:   # one pass: pending tokens + the draft's continuation of them
-                guess = self._draft_ids(draft, tokens, matcher, limit, cautious)
+                guess = self._draft_ids(draft, tokens, matcher, limit, cautious, splits)
                 rows, n = self._feed(pending + guess, first_position + len(tokens) - len(pending),
                                      cache, recorded, rows=len(guess) + 1)
                 passes += n
@@ -337,17 +338,24 @@ class DrivingVLA:
                     pending = fresh[k:]
                     break
             drafted, accepted = drafted + len(guess), accepted + used
-            cautious = used < len(guess) or (cautious and not guess)
+            if used < len(guess) and not stopped():
+                # the same text split otherwise (' [' written ' ', '['): not a wrong guess
+                split = self._split(guess[used], fresh[k])
+                splits.update({guess[used]: split} if split else {})
+                cautious = cautious or not split
+            elif guess:
+                cautious = False
             self._drop_rejected(cache, recorded, len(guess) - used)
         record = DecodeRecord(tokens, forced, passes, cache=cache, decode_inputs={
             i: torch.cat(v) if v else None for i, v in recorded.items()},
             draft_tokens=drafted, accepted_tokens=accepted)
         return tokens, record
 
-    def _draft_ids(self, draft, tokens: list[int], matcher, limit: int,
-                   cautious: bool) -> list[int]:
-        """The draft's canonical token ids from where the reply stands, cut where the grammar or
-        the token budget would stop them ([] without a draft)."""
+    def _draft_ids(self, draft, tokens: list[int], matcher, limit: int, cautious: bool,
+                   splits: dict[int, list[int]]) -> list[int]:
+        """The draft's canonical token ids from where the reply stands (a token this reply has
+        written as a split replaced by that split), cut where the grammar or the token budget
+        would stop them ([] without a draft)."""
         if draft is None:
             return []
         from fastdrivevla_ros.vla.draft import draft_continuation
@@ -356,8 +364,16 @@ class DrivingVLA:
         if not text:
             return []
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = ids[:max(0, limit - len(tokens) - 1)]   # the last budgeted token is never fed
+        ids = [t for i in ids for t in splits.get(i, (i,))][:max(0, limit - len(tokens) - 1)]   # the last budgeted token is never fed
         return ids[:matcher.grammatical_prefix(ids)] if matcher is not None else ids
+
+    def _split(self, drafted: int, written: int) -> list[int] | None:
+        """[written, canonical rest] when the reply wrote the start of the drafted token's text
+        as a shorter token, else None."""
+        text, start = self.tokenizer.decode([drafted]), self.tokenizer.decode([written])
+        if not start or len(start) >= len(text) or not text.startswith(start):
+            return None
+        return [written] + self.tokenizer(text[len(start):], add_special_tokens=False)["input_ids"]
 
     @staticmethod
     def _drop_rejected(cache, recorded: dict, n: int) -> None:
