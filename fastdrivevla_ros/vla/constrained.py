@@ -80,16 +80,17 @@ class _Matcher:
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """logits: [V] -> a float copy with grammar-forbidden tokens at -inf, on logits' device
-        (the packed bitmask, V/32 int32, is what crosses to a GPU; the logits stay there)."""
+        (the packed bitmask, V/32 int32, is what crosses to a GPU; the logits stay there).
+        Unpacked with torch bit ops: xgrammar's CPU kernel takes ~4 ms per row at V = 152k."""
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        mask = self.bitmask
+        mask = self.bitmask[0]
         if logits.device.type != "cpu":
             if self._device_mask is None:
                 self._device_mask = torch.empty_like(mask, device=logits.device)
             mask = self._device_mask.copy_(mask, non_blocking=True)
-        row = logits.float().unsqueeze(0).clone()
-        self._xgr.apply_token_bitmask_inplace(row, mask, vocab_size=self.constraint.vocab_size)
-        return row[0]
+        shifts = torch.arange(32, dtype=torch.int32, device=mask.device)
+        allowed = ((mask[:, None] >> shifts) & 1).flatten()[:len(logits)].bool()
+        return logits.float().masked_fill(~allowed, float("-inf"))
 
     def accept(self, token_id: int) -> None:
         if not self.matcher.accept_token(int(token_id)):
