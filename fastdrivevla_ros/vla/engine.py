@@ -391,19 +391,21 @@ class DrivingVLA:
 
     def _feed(self, ids: list[int], start: int, cache, recorded: dict, rows: int = 1):
         """Run reply tokens `ids` (positions start, start+1, ...) through every layer on the
-        KV cache, one pass for all of them. Returns (the last `rows` logits [rows, V], passes)."""
+        KV cache, one pass for all of them. Returns (the logits of the last `rows`, indexable
+        [rows][V], passes)."""
         if len(ids) > 1 and not self.batch_forced:
             # same tokens, one pass each (tests compare the two)
-            out = [self._feed(ids[k:k + 1], start + k, cache, recorded)[0]
+            out = [self._feed(ids[k:k + 1], start + k, cache, recorded)[0][0]
                    for k in range(len(ids))]
-            return torch.cat(out[len(ids) - rows:]), len(ids)
+            return torch.stack(out[len(ids) - rows:]), len(ids)
         n = len(ids)
         token = torch.tensor([ids], device=self.device)
         pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
         if self._static is not None and cache is self._static[0]:
             if n == 1 and self._static[1] is not None:
                 return self._static[1](token, pos, cache).clone(), 1   # CUDA graphs reuse it
-            return self._static_pass(token, pos, cache, rows), 1
+            hidden = self._static_pass(token, pos, cache, rows)
+            return _LazyLogits(self.model.lm_head, hidden), 1
         h = self.embed(token)
         pe = self.rotary(h, pos)
         masks: dict[int, torch.Tensor | None] = {}
@@ -416,7 +418,7 @@ class DrivingVLA:
                 masks[past] = self._decode_mask(past, n, h.dtype)
             h = layer(h, attention_mask=masks[past], position_embeddings=pe,
                       cache=cache, use_cache=True)
-        return self.model.lm_head(self.norm(h[0, -rows:])), 1
+        return _LazyLogits(self.model.lm_head, self.norm(h[0, -rows:])), 1
 
     # ------------------------------------------------------------------ static decode step
     def _decode_cache(self, cache):
@@ -445,8 +447,9 @@ class DrivingVLA:
         return static
 
     def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache,
-                     rows: int = 1) -> torch.Tensor:
-        """token [1, n], pos [3, 1, n] -> logits [rows, V] of the last rows, on the StaticCache: fixed shapes, the
+                     rows: int = 0) -> torch.Tensor:
+        """token [1, n], pos [3, 1, n] -> the last token's logits [1, V] (rows = 0) or the last
+        rows' normed hidden states [rows, D], on the StaticCache: fixed shapes, the
         valid length of each layer read from its own length tensor (no host sync)."""
         h = self.embed(token)
         pe = self.rotary(h, pos)
@@ -459,7 +462,9 @@ class DrivingVLA:
                 ~allowed, torch.finfo(h.dtype).min)[None, None]
             h = layer(h, attention_mask=mask, position_embeddings=pe, cache=cache,
                       use_cache=True)
-        return self.model.lm_head(self.norm(h[0, -rows:]))
+        if rows:
+            return self.norm(h[0, -rows:])
+        return self.model.lm_head(self.norm(h[0, -1:]))
 
     def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
         """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
@@ -527,6 +532,22 @@ class DrivingVLA:
             self._constraint = PlanningConstraint(
                 self.tokenizer, self.model.lm_head.out_features, self.stop_ids)
         return self._constraint.start()
+
+
+class _LazyLogits:
+    """Logits of hidden rows [n, D], computed when first read, in doubling chunks: a draft
+    rejected at its first token costs one row of the LM head (152k x D), an accepted one a few
+    matmuls; rows of forced tokens past the last free choice are never computed."""
+
+    def __init__(self, head, hidden: torch.Tensor):
+        self.head, self.hidden, self.rows, self.chunk = head, hidden, {}, 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i not in self.rows:
+            out = self.head(self.hidden[i:i + self.chunk])
+            self.rows.update({i + j: row for j, row in enumerate(out)})
+            self.chunk *= 2
+        return self.rows[i]
 
 
 class _AttentionRows:
