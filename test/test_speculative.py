@@ -38,18 +38,18 @@ def _decode(engine, inputs, pruner, options, draft):
     """Return (tokens, record, the logits of every free choice [F, V], kept indices)."""
     engine.pruner = build_pruner(pruner, **options)       # the same selection each time
     seen = []
-    original = _Matcher.mask
+    original = _Matcher.choose
 
-    def mask(self, logits):
+    def choose(self, logits):
         seen.append(logits.detach().float().clone())
         return original(self, logits)
 
-    _Matcher.mask = mask
+    _Matcher.choose = choose
     try:
         tokens, seq, record = engine.generate_tokens(inputs, _Stopwatch(engine.device),
                                                      FrameExtras(), draft)
     finally:
-        _Matcher.mask = original
+        _Matcher.choose = original
     return tokens, record, torch.stack(seen), seq.alive
 
 

@@ -11,7 +11,8 @@ Rows (one engine, one input, interleaved timed rounds):
     reply): `oracle` = the row's own reply (text) as draft (a car whose plan the guess knows),
     `wrong` = every number's first character wrong (every draft rejected at once).
 Each row reports plan / preprocess / vision / scoring / prefill / decode ms, decode passes and
-tokens emitted (draft rows: draft / accepted tokens too); speedups are against the generate row (plan) and the step-by-step row (decode).
+tokens emitted (draft rows: draft / accepted tokens too); speedups are against the generate
+row (plan) and the step-by-step row (decode).
 """
 
 from __future__ import annotations

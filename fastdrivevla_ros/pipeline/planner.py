@@ -36,8 +36,8 @@ from fastdrivevla_ros.pipeline.images import decode_compressed, EngineImage, ima
 from fastdrivevla_ros.pipeline.log import Log
 from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
-from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.draft import PreviousPlan
+from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult
 from fastdrivevla_ros.vla.settings import ENGINE_KEYS, PARAMETERS
 import numpy as np
@@ -188,7 +188,7 @@ class PlannerService:
         return self._output(frame, result)
 
     def _plan(self, images: dict, stamp: float) -> PlanResult:
-        """The engine's plan; with draft `previous`, drafted from this stream's last plan."""
+        """Plan with the engine; with draft `previous`, draft from this stream's last plan."""
         sample = self.pose(stamp)
         pose = None if sample is None else (sample.x, sample.y, sample.yaw)
         draft = self.previous.draft(pose, stamp) if self.config.draft == 'previous' else None

@@ -120,6 +120,7 @@ class PreviousPlan:
     def draft(self, pose, stamp_s: float) -> np.ndarray | None:
         """[6, 2] the last plan moved to `pose` and `stamp_s`, or None."""
         elapsed = stamp_s - self.stamp_s
-        if self.waypoints is None or pose is None or not 0 <= elapsed <= NUM_WAYPOINTS * WAYPOINT_DT:
+        fresh = 0 <= elapsed <= NUM_WAYPOINTS * WAYPOINT_DT
+        if self.waypoints is None or pose is None or not fresh:
             return None
         return previous_draft(self.waypoints, self.pose, tuple(pose), elapsed)

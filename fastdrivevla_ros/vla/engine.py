@@ -173,8 +173,8 @@ class DrivingVLA:
         """images: {camera: HxWx3 uint8 RGB, PIL image or JPEG/PNG bytes}; history: past ego
         states (None = standing still); extras: side data for pruners (e.g.
         {'foreground_masks': {camera: HxW}}); draft: [6, 2] guessed waypoints to verify, or a
-        reply text (None: the `draft` setting's guess; `previous` needs the caller's, see vla/draft.py,
-        and falls back to kinematic). The reply is the same whatever the draft."""
+        reply text (None: the `draft` setting's guess; `previous` needs the caller's, see
+        vla/draft.py, and falls back to kinematic). The reply is the same whatever the draft."""
         start = time.perf_counter()
         clock = _Stopwatch(self.device)
         extras = FrameExtras.of(extras)                  # our copy: the caller's stays as given
@@ -324,9 +324,7 @@ class DrivingVLA:
             used = 0        # draft tokens the reply has kept (in the cache and emitted)
             while True:
                 row = rows[used]
-                if matcher is not None:
-                    row = matcher.mask(row)
-                fresh = [int(torch.argmax(row))]
+                fresh = [matcher.choose(row) if matcher is not None else int(torch.argmax(row))]
                 emit(fresh, False)
                 if forcing and not stopped():
                     run = matcher.forced()[:limit - len(tokens)]
@@ -364,7 +362,8 @@ class DrivingVLA:
         if not text:
             return []
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = [t for i in ids for t in splits.get(i, (i,))][:max(0, limit - len(tokens) - 1)]   # the last budgeted token is never fed
+        ids = [t for i in ids for t in splits.get(i, (i,))]
+        ids = ids[:max(0, limit - len(tokens) - 1)]   # the last budgeted token is never fed
         return ids[:matcher.grammatical_prefix(ids)] if matcher is not None else ids
 
     def _split(self, drafted: int, written: int) -> list[int] | None:
