@@ -5,7 +5,7 @@
 One engine, the bag's keyframes in order (one stream per scene, as the replay evaluator runs
 them), the real constrained reply. Prints per draft source: decode passes, draft tokens and
 accepted tokens per plan, and whether every reply equals the one without a draft (the runs are
-sequential: time them with `fastdrivevla bench --draft`, which interleaves).
+sequential: time them with `fastdrivevla bench --plan-drafts`, which interleaves).
 A random (tiny) model writes numbers no driving guess predicts: its acceptance says nothing
 about a trained planner's.
 """
