@@ -63,9 +63,11 @@ def test_schema_rejects_a_record_without_flops(bench_out):
 
 def test_bench_cli_sets_generate_beside_our_decoding_modes(bench_out):
     plans = json.loads((bench_out / "bench.json").read_text())["plans"]
+    forced_rows = ["ours, forced tokens", "ours, forced tokens + random 50%",
+                   "ours, forced tokens + random 75%"]
     assert [p["label"] for p in plans] == [
-        "transformers generate", "ours, step by step", "ours, forced tokens",
-        "ours, forced tokens + random 50%", "ours, forced tokens + random 75%"]
+        "transformers generate", "ours, step by step", *forced_rows,
+        *[f"{row} + draft {kind}" for kind in ("oracle", "wrong") for row in forced_rows]]
     generate, step, forced = plans[:3]
     assert generate["tokens_emitted"] == step["tokens_emitted"] >= 100
     assert step["decode_passes"] == step["tokens_emitted"] - 1
