@@ -61,3 +61,13 @@ def static_layer_fill(cache, layer: int):
     entry = cache.layers[layer]
     held = entry.cumulative_length if entry.is_initialized else 0
     return held, entry.max_cache_len
+
+
+def crop_cache(cache, tokens: int) -> None:
+    """Drop the last `tokens` entries of every decoder layer of a transformers DynamicCache or
+    StaticCache (a rejected draft's keys/values). Per layer, as the layers' lengths differ after
+    layer-K pruning; a StaticCache only lowers its fill, so the next pass overwrites them."""
+    if tokens <= 0:
+        return
+    for entry in cache.layers:
+        entry.crop(-tokens)

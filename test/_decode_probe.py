@@ -35,3 +35,49 @@ def reference_embeddings_and_positions(model, inputs):
                               image_grid_thw=inputs.image_grid_thw,
                               attention_mask=inputs.attention_mask)
     return embeds, pos[:, 0]
+
+
+def compiled_grammar(tiny_vla):
+    """Compile the planning grammar with xgrammar directly (not the engine's matcher)."""
+    import pytest
+
+    from fastdrivevla_ros.vla.constrained import planning_grammar
+
+    xgr = pytest.importorskip("xgrammar")
+    model, tok, _ = tiny_vla
+    info = xgr.TokenizerInfo.from_huggingface(
+        tok, vocab_size=model.config.text_config.vocab_size,
+        stop_token_ids=[tok.convert_tokens_to_ids("<|im_end|>"),
+                        tok.convert_tokens_to_ids("<|endoftext|>")])
+    return xgr, xgr.GrammarCompiler(info).compile_grammar(planning_grammar())
+
+
+def reference_free_choices(model, inputs, keep, tokens, grammar):
+    """
+    Run transformers' language model on the kept embeddings at their original positions.
+
+    Then feed the emitted tokens one per step; return, at each token, the grammar-masked
+    argmax and the logits.
+    """
+    from transformers import DynamicCache
+
+    xgr, compiled = grammar
+    embeds, pos = reference_embeddings_and_positions(model, inputs)
+    cache = DynamicCache(config=model.config.text_config)
+    lm = model.model.language_model
+    out = lm(inputs_embeds=embeds[keep][None], position_ids=pos[:, None, keep], cache=cache,
+             use_cache=True)
+    matcher = xgr.GrammarMatcher(compiled)
+    bitmask = xgr.allocate_token_bitmask(1, model.config.text_config.vocab_size)
+    choices, logits = [], []
+    for t, token in enumerate(tokens):
+        row = model.lm_head(out.last_hidden_state[0, -1:]).float()
+        logits.append(row[0].clone())
+        matcher.fill_next_token_bitmask(bitmask)
+        xgr.apply_token_bitmask_inplace(row, bitmask)
+        choices.append(int(torch.argmax(row)))
+        assert matcher.accept_token(token)
+        out = lm(inputs_embeds=lm.embed_tokens(torch.tensor([[token]])),
+                 position_ids=torch.full((3, 1, 1), int(pos.max()) + 1 + t), cache=cache,
+                 use_cache=True)
+    return choices, torch.stack(logits)

@@ -17,7 +17,8 @@ def bench_out(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     code = main(["bench", "--model", str(tiny_model_dir), "--pruners", "none,random",
                  "--ratios", "0,0.5", "--image-size", "336x224", "--repeats", "2",
-                 "--warmup", "1", "--plan-pruner", "random", "--out", str(out)])
+                 "--warmup", "1", "--plan-pruner", "random", "--plan-drafts", "oracle,wrong",
+                 "--out", str(out)])
     assert code == 0
     return out
 
@@ -62,9 +63,11 @@ def test_schema_rejects_a_record_without_flops(bench_out):
 
 def test_bench_cli_sets_generate_beside_our_decoding_modes(bench_out):
     plans = json.loads((bench_out / "bench.json").read_text())["plans"]
+    forced_rows = ["ours, forced tokens", "ours, forced tokens + random 50%",
+                   "ours, forced tokens + random 75%"]
     assert [p["label"] for p in plans] == [
-        "transformers generate", "ours, step by step", "ours, forced tokens",
-        "ours, forced tokens + random 50%", "ours, forced tokens + random 75%"]
+        "transformers generate", "ours, step by step", *forced_rows,
+        *[f"{row} + draft {kind}" for kind in ("oracle", "wrong") for row in forced_rows]]
     generate, step, forced = plans[:3]
     assert generate["tokens_emitted"] == step["tokens_emitted"] >= 100
     assert step["decode_passes"] == step["tokens_emitted"] - 1
@@ -123,3 +126,16 @@ def test_scaling_curve_shows_attention_share_growing(tiny_model_dir, tmp_path):
     assert large["superlinearity"]["flops"] > 1.0             # the L^2 term
     paths = write_scaling(doc, tmp_path)
     assert "| 1x448x448 | 256 |" in paths["markdown"].read_text()
+
+
+def test_whole_plan_table_repeats_forced_rows_with_the_reply_and_a_wrong_draft(bench_out):
+    rows = {r["label"]: r for r in json.loads((bench_out / "bench.json").read_text())["plans"]}
+    plain = rows["ours, forced tokens"]
+    oracle = rows["ours, forced tokens + draft oracle"]
+    wrong = rows["ours, forced tokens + draft wrong"]
+    assert oracle["tokens_emitted"] == wrong["tokens_emitted"] == plain["tokens_emitted"]
+    assert oracle["decode_passes"] <= 3 and oracle["accepted_tokens"] > 0
+    assert wrong["draft_tokens"] > 0 and wrong["accepted_tokens"] < wrong["draft_tokens"]
+    assert plain["draft_tokens"] == 0 and plain["plan_time_vs_draft_none"] is None
+    assert oracle["plan_time_vs_draft_none"] > 0
+    assert "Draft / accepted tokens" in (bench_out / "bench.md").read_text()

@@ -516,3 +516,18 @@ def test_the_budgets_yaml_is_a_config_its_pruner_applies_unless_a_flag_overrides
                  "--max-new-tokens", "2", *common]) == 0
     manifest = json.loads((flag / "shard.json").read_text())
     assert manifest["pruner"] == "none" and manifest["settings"]["max_new_tokens"] == 2
+
+
+def test_previous_plan_drafts_follow_each_scene_and_leave_the_predictions_unchanged(
+        bag, tiny_vla, tmp_path):
+    runs = {}
+    for draft in ("none", "kinematic", "previous"):
+        engine = make_engine(tiny_vla)
+        engine.configure(constrained=True, max_new_tokens=320, draft=draft)
+        replay_bag(bag, engine, tmp_path / draft, progress=False)
+        assert _plans(tmp_path / draft) == _plans(tmp_path / "none")
+        runs[draft] = [(r["draft_tokens"], r["accepted_tokens"]) for r in _lines(tmp_path / draft)]
+    assert all(d == a == 0 for d, a in runs["none"])
+    assert all(0 <= a <= d for d, a in runs["previous"])
+    assert runs["previous"][0] == runs["kinematic"][0]       # the first plan has no previous
+    assert runs["previous"][1:] != runs["kinematic"][1:]     # later ones draft their previous

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from _decode_probe import decode_with_logits, reference_embeddings_and_positions
+from _decode_probe import compiled_grammar, decode_with_logits, reference_free_choices
 from fastdrivevla_ros.pruning.registry import build_pruner
-from fastdrivevla_ros.vla.constrained import planning_grammar
 from fastdrivevla_ros.vla.prompt import CAMERAS, PLANNING_HEADER, EgoHistory, EgoState
 
 HISTORY = EgoHistory([EgoState(-2.0, 0.1, 4.0, (0.2, 0.0), 0.01), EgoState(0.0, 0.0, 4.1)])
@@ -54,44 +53,7 @@ def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images,
 @pytest.fixture(scope="module")
 def grammar(tiny_vla):
     """Compile the planning grammar with xgrammar directly (not the engine's matcher)."""
-    xgr = pytest.importorskip("xgrammar")
-    model, tok, _ = tiny_vla
-    info = xgr.TokenizerInfo.from_huggingface(
-        tok, vocab_size=model.config.text_config.vocab_size,
-        stop_token_ids=[tok.convert_tokens_to_ids("<|im_end|>"),
-                        tok.convert_tokens_to_ids("<|endoftext|>")])
-    return xgr, xgr.GrammarCompiler(info).compile_grammar(planning_grammar())
-
-
-def _reference_free_choices(model, inputs, keep, tokens, grammar):
-    """
-    Run transformers' language model on the kept embeddings at their original positions.
-
-    Then feed the emitted tokens one per step; return, at each token, the grammar-masked
-    argmax and the logits.
-    """
-    from transformers import DynamicCache
-
-    xgr, compiled = grammar
-    embeds, pos = reference_embeddings_and_positions(model, inputs)
-    cache = DynamicCache(config=model.config.text_config)
-    lm = model.model.language_model
-    out = lm(inputs_embeds=embeds[keep][None], position_ids=pos[:, None, keep], cache=cache,
-             use_cache=True)
-    matcher = xgr.GrammarMatcher(compiled)
-    bitmask = xgr.allocate_token_bitmask(1, model.config.text_config.vocab_size)
-    choices, logits = [], []
-    for t, token in enumerate(tokens):
-        row = model.lm_head(out.last_hidden_state[0, -1:]).float()
-        logits.append(row[0].clone())
-        matcher.fill_next_token_bitmask(bitmask)
-        xgr.apply_token_bitmask_inplace(row, bitmask)
-        choices.append(int(torch.argmax(row)))
-        assert matcher.accept_token(token)
-        out = lm(inputs_embeds=lm.embed_tokens(torch.tensor([[token]])),
-                 position_ids=torch.full((3, 1, 1), int(pos.max()) + 1 + t), cache=cache,
-                 use_cache=True)
-    return choices, torch.stack(logits)
+    return compiled_grammar(tiny_vla)
 
 
 @pytest.mark.parametrize("views,pruner,options,ratio", [(1, "none", {}, 0.0),
@@ -102,7 +64,7 @@ def test_free_choices_match_an_independent_reference_under_the_grammar(
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
     tokens, record, calls, keep = decode_with_logits(engine, inputs)
     with torch.no_grad():
-        choices, ref_logits = _reference_free_choices(engine.model, inputs, keep, tokens,
+        choices, ref_logits = reference_free_choices(engine.model, inputs, keep, tokens,
                                                       grammar)
         if ratio == 0:   # the prompt part is transformers' own forward
             full = engine.model(**inputs.generate_kwargs()).logits[0, -1]

@@ -42,7 +42,8 @@ def plan_result(dx: float, pruner: str = 'random', ratio: float = 0.5) -> dict:
                         views=[ViewResult('CAM_FRONT', (2, 3), np.arange(3))],
                         pruner=pruner, pruning_ratio=ratio,
                         timings_ms={'vision': 10.0, 'prefill': 20.0, 'decode': 30.0,
-                                    'total': 60.0}, num_generated=40, decode_passes=17)
+                                    'total': 60.0}, num_generated=40, decode_passes=17,
+                        draft_tokens=22, accepted_tokens=9)
     return result_from_trajectory(trajectory_fields(result, T0, 'base_link', latency_ms=90.0))
 
 
@@ -52,6 +53,7 @@ def test_trajectory_fields_become_the_offline_prediction_record_shape():
     assert (result['status'], result['pruner'], result['pruning_ratio']) == ('ok', 'random', 0.5)
     assert (result['tokens_kept'], result['tokens_total']) == (3, 6)
     assert (result['num_generated'], result['decode_passes']) == (40, 17)
+    assert (result['draft_tokens'], result['accepted_tokens']) == (22, 9)
     assert result['timings_ms'] == {'preprocess': 0.0, 'vision': 10.0, 'scoring': 0.0,
                                     'prefill': 20.0, 'decode': 30.0, 'total': 60.0}
     assert result['views'] == [{'camera': 'CAM_FRONT', 'tokens_kept': 3, 'tokens_total': 6}]

@@ -91,7 +91,7 @@ def plan(status='ok', ratio=0.5) -> PlanResult:
                       timings_ms={'preprocess': 5.0, 'vision': 40.0, 'scoring': 1.0,
                                   'prefill': 80.0, 'decode': 300.0, 'total': 426.0},
                       reason='' if status == 'ok' else 'expected 6 waypoints, found 2',
-                      num_generated=57, decode_passes=29)
+                      num_generated=57, decode_passes=29, draft_tokens=31, accepted_tokens=12)
 
 
 @pytest.mark.parametrize('distro', DISTROS)
@@ -113,6 +113,7 @@ def test_planned_trajectory_carries_plan_tokens_stamps_and_latencies(distro):
     assert (msg.prefill_ms, msg.decode_ms, msg.engine_ms) == (80.0, 300.0, 426.0)
     assert msg.latency_ms == pytest.approx(512.5)
     assert (msg.num_generated, msg.decode_passes) == (57, 29)
+    assert (msg.draft_tokens, msg.accepted_tokens) == (31, 12)
 
 
 @pytest.mark.parametrize('distro', DISTROS)

@@ -16,6 +16,7 @@
 
 import io
 
+from fastdrivevla_ros.data.ego_history import PoseSample
 from fastdrivevla_ros.pipeline.diagnostics import DriveDiagnostics, ERROR
 from fastdrivevla_ros.pipeline.params import check_update, validate_config
 from fastdrivevla_ros.pipeline.planner import PlannerService
@@ -69,7 +70,7 @@ def frame_set(images: dict) -> FrameSet:
                     stamps_ns={c: STAMP_NS for c in images})
 
 
-def make_service(model, **params):
+def make_service(model, pose=lambda stamp: None, **params):
     config = validate_config({'model': str(model), 'cameras': list(CAMERAS), 'device': 'cpu',
                               'max_pixels': 224 * 224, 'max_new_tokens': 4,
                               'constrained': False, 'pruner': 'random',
@@ -78,7 +79,7 @@ def make_service(model, **params):
     service = PlannerService(config, diagnostics, clock=Clock(),
                              history=lambda stamp: EgoHistory([EgoState(-2.0, 0.0, 4.0),
                                                                EgoState(0.0, 0.0, 4.0)]),
-                             log=lambda level, message: logs.append((level, message)))
+                             pose=pose, log=lambda level, message: logs.append((level, message)))
     return service, diagnostics, logs
 
 
@@ -213,3 +214,19 @@ def test_forced_tokens_reach_diagnostics_and_switch_at_runtime(tiny_model_dir, f
     service.update_config(check_update(service.config, {'forced_tokens': False}))
     stepwise = service.plan(frame_set(frames)).result
     assert stepwise.ok and stepwise.decode_passes == stepwise.num_generated - 1
+
+
+def test_previous_draft_follows_the_stream_and_leaves_the_plan_unchanged(tiny_model_dir, frames):
+    """Draft `previous` (a runtime switch) verifies the stream's last plan, moved to now."""
+    poses = iter([PoseSample(0.0, 10.0, 5.0, 0.3), PoseSample(0.0, 10.0, 5.0, 0.3)])
+    service, diagnostics, logs = make_service(
+        tiny_model_dir, pose=lambda stamp: next(poses), constrained=True, max_new_tokens=320,
+        pruner='none', cameras=['CAM_FRONT'])
+    assert service.load(), logs
+    plain = service.plan(frame_set(frames)).result
+    assert plain.draft_tokens == 0
+    service.update_config(check_update(service.config, {'draft': 'previous'}))
+    again = service.plan(frame_set(frames)).result        # same frame, same pose: its own plan
+    assert again.text == plain.text and again.decode_passes <= 3
+    assert again.accepted_tokens == again.draft_tokens > 0
+    assert diagnostics.last_plan['accepted_tokens'] == str(again.accepted_tokens)

@@ -6,17 +6,22 @@ Rows (one engine, one input, interleaved timed rounds):
     tokens as our step-by-step constrained reply (stop tokens off), preprocessing included;
   * ours, step by step: constrained decoding, one forward pass per emitted token;
   * ours, forced tokens: what the grammar fixes rides along with the free tokens;
-  * ours, forced tokens + pruning at each given ratio (`pruner`).
+  * ours, forced tokens + pruning at each given ratio (`pruner`);
+  * with `drafts`, each forced-tokens row again per draft kind (speculative decoding, same
+    reply): `oracle` = the row's own reply (text) as draft (a car whose plan the guess knows),
+    `wrong` = every number's first character wrong (every draft rejected at once).
 Each row reports plan / preprocess / vision / scoring / prefill / decode ms, decode passes and
-tokens emitted; speedups are against the generate row (plan) and the step-by-step row (decode).
+tokens emitted (draft rows: draft / accepted tokens too); speedups are against the generate
+row (plan) and the step-by-step row (decode).
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -31,6 +36,7 @@ class _Mode:
     forced_tokens: bool
     ratio: float
     pruner: object | None = None      # None: transformers generate
+    draft: str = "none"               # none | oracle | wrong
 
 
 def _sync(device: torch.device) -> None:
@@ -99,22 +105,31 @@ def _generate_sample(engine, frames: dict, clock: _GenerateClock, new_tokens: in
             "decode_passes": new_tokens - 1, "tokens_emitted": new_tokens}
 
 
-def _engine_sample(engine, frames: dict, mode: _Mode) -> dict:
+def _engine_sample(engine, frames: dict, mode: _Mode, draft=None) -> dict:
     engine.pruner = mode.pruner
     engine.configure(pruning_ratio=mode.ratio, forced_tokens=mode.forced_tokens,
-                     constrained=True)
+                     constrained=True, draft="none")
     mode.pruner.reset()
     timer = WallTimer(engine.device)
     with timer():
-        result = engine.plan(frames)
+        result = engine.plan(frames, draft=draft)
     ms = {s: float(result.timings_ms.get(s, 0.0)) for s in STAGES}
     return {"ms": {**ms, "plan": timer.ms}, "decode_passes": result.decode_passes,
-            "tokens_emitted": result.num_generated, "status": result.status}
+            "tokens_emitted": result.num_generated, "status": result.status,
+            "draft_tokens": result.draft_tokens, "accepted_tokens": result.accepted_tokens,
+            "waypoints": result.waypoints, "text": result.text}
+
+
+def wrong_draft(waypoints: np.ndarray) -> np.ndarray:
+    """[6, 2] a draft whose every number starts wrong: the other sign and a 7 (a reply's
+    '-955.55' meets '7.77', its '0.00' meets '-7.77'), so each is rejected at its first token."""
+    return np.where(np.asarray(waypoints) < 0, 7.77, -7.77)
 
 
 def run_plan_modes(engine, frames: dict, pruner, ratios=(0.5, 0.75), repeats: int = 3,
-                   warmup: int = 1, progress: bool = True) -> list[dict]:
-    """Rows of the whole-plan table (see the module docstring); `pruner` prunes the last rows."""
+                   warmup: int = 1, progress: bool = True, drafts=()) -> list[dict]:
+    """Rows of the whole-plan table (see the module docstring); `pruner` prunes the pruned
+    rows; `drafts`: draft kinds (oracle, wrong) repeating each forced-tokens row."""
     from fastdrivevla_ros.pruning.registry import build_pruner
 
     saved = engine.pruner, engine.settings
@@ -124,15 +139,24 @@ def run_plan_modes(engine, frames: dict, pruner, ratios=(0.5, 0.75), repeats: in
              _Mode("ours, forced tokens", True, 0.0, none)]
     modes += [_Mode(f"ours, forced tokens + {pruner.name} {r:.0%}", True, r, pruner)
               for r in ratios]
+    modes += [replace(m, label=f"{m.label} + draft {kind}", draft=kind)
+              for kind in drafts for m in modes[2:]]
     clock = _GenerateClock(engine.model, engine.device)
     try:
         step = _engine_sample(engine, frames, modes[1])      # fixes the baseline's length
         new_tokens = step["tokens_emitted"]
+        replies = {(m.pruner.name, m.ratio): _engine_sample(engine, frames, m)
+                   for m in modes[2:] if m.draft == "none"}
 
         def sample(mode):
             if mode.pruner is None:
                 return _generate_sample(engine, frames, clock, new_tokens)
-            return _engine_sample(engine, frames, mode)
+            draft = None
+            if mode.draft != "none":
+                reply = replies[mode.pruner.name, mode.ratio]
+                draft = reply["text"] if mode.draft == "oracle" else \
+                    wrong_draft(reply["waypoints"])
+            return _engine_sample(engine, frames, mode, draft)
 
         for mode in tqdm(modes, desc="plan modes warm-up", disable=not progress or not warmup):
             for _ in range(warmup):
@@ -150,6 +174,11 @@ def run_plan_modes(engine, frames: dict, pruner, ratios=(0.5, 0.75), repeats: in
                                                r["ms"]["plan"]["median"])
         r["speedup_decode_vs_step_by_step"] = _ratio(step["ms"]["decode"]["median"],
                                                      r["ms"]["decode"]["median"])
+    plain = {(r["pruner"], r["ratio"]): r["ms"]["plan"]["median"] for r in rows[2:]
+             if r["draft"] == "none"}
+    for r in rows:         # what a draft costs or saves against the same row without one
+        r["plan_time_vs_draft_none"] = None if r["draft"] == "none" else \
+            _ratio(r["ms"]["plan"]["median"], plain[r["pruner"], r["ratio"]])
     return rows
 
 
@@ -157,7 +186,9 @@ def _row(mode: _Mode, samples: list[dict]) -> dict:
     last = samples[-1]
     return {"label": mode.label, "engine": "transformers" if mode.pruner is None else "ours",
             "pruner": "none" if mode.pruner is None else mode.pruner.name,
-            "ratio": mode.ratio, "forced_tokens": mode.forced_tokens,
+            "ratio": mode.ratio, "forced_tokens": mode.forced_tokens, "draft": mode.draft,
+            "draft_tokens": int(last.get("draft_tokens", 0)),
+            "accepted_tokens": int(last.get("accepted_tokens", 0)),
             "decode_passes": int(last["decode_passes"]),
             "tokens_emitted": int(last["tokens_emitted"]),
             "status": last.get("status", "n/a"),

@@ -60,16 +60,19 @@ def plans_markdown(rows: list[dict]) -> list[str]:
     """The whole-plan table: transformers generate vs our decoding modes."""
     lines = ["## Whole plan: transformers generate vs ours (median (p25–p75) ms)", "",
              "| Mode | Plan | Preprocess | Vision | Scoring | Prefill | Decode | Decode passes "
-             "| Tokens emitted | Plan speedup vs generate | Decode speedup vs step by step |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Tokens emitted | Draft / accepted tokens | Plan speedup vs generate "
+             "| Decode speedup vs step by step | Plan time vs no draft |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ms = r["ms"]
         lines.append(
             f"| {r['label']} | {_spread(ms['plan'])} | {_spread(ms['preprocess'])} | "
             f"{_spread(ms['vision'])} | {_spread(ms['scoring'])} | {_spread(ms['prefill'])} | "
             f"{_spread(ms['decode'])} | {r['decode_passes']} | {r['tokens_emitted']} | "
+            f"{r.get('draft_tokens', 0)} / {r.get('accepted_tokens', 0)} | "
             f"{_num(r['speedup_plan_vs_generate'])} | "
-            f"{_num(r['speedup_decode_vs_step_by_step'])} |")
+            f"{_num(r['speedup_decode_vs_step_by_step'])} | "
+            f"{_num(r.get('plan_time_vs_draft_none'))} |")
     return lines + [""]
 
 

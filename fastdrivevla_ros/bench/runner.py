@@ -365,7 +365,7 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
               attn_implementation: str = "sdpa", pruner_options: dict | None = None,
               threads: int | None = None, frames: dict | None = None,
               progress: bool = True, max_new_tokens: int = 320, forced_tokens: bool = True,
-              plan_pruner: str | None = "recon", plan_ratios=(0.5, 0.75),
+              plan_pruner: str | None = "recon", plan_ratios=(0.5, 0.75), plan_drafts=(),
               decode_step: str = "dynamic") -> dict:
     """Benchmark `pruners` x `ratios` on one model; returns the bench.json document.
 
@@ -376,7 +376,8 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
     decode_tokens: None = decode the real constrained reply (up to max_new_tokens, with
     forced_tokens as given); N = exactly N greedy steps, stop tokens and grammar off.
     plan_pruner: pruner of the whole-plan table's pruned rows at plan_ratios (None: no table;
-    there is none in the fixed-length mode either).
+    there is none in the fixed-length mode either); plan_drafts: draft kinds (oracle, wrong)
+    repeating its forced-tokens rows (bench/plans.py).
     """
     from fastdrivevla_ros.pruning.registry import available_pruners
     from fastdrivevla_ros.vla.engine import DrivingVLA
@@ -420,7 +421,8 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
         from fastdrivevla_ros.bench.plans import run_plan_modes
 
         pruner, _ = _build_for_timing(plan_pruner, (pruner_options or {}).get(plan_pruner))
-        plans = run_plan_modes(engine, frames, pruner, plan_ratios, repeats, warmup, progress)
+        plans = run_plan_modes(engine, frames, pruner, plan_ratios, repeats, warmup, progress,
+                               plan_drafts)
 
     inputs = engine.prepare(frames)
     records = [_record(configs[i], flops[i], samples[i], inputs) for i in live]
@@ -433,7 +435,8 @@ def run_bench(model_dir, pruners: list[str] | None = None, ratios=DEFAULT_RATIOS
                   "grids": [list(g) for g in inputs.grids], "decode_tokens": decode_tokens,
                   "max_new_tokens": max_new_tokens, "forced_tokens": forced_tokens,
                   "constrained": decode_tokens is None, "plan_pruner": plan_pruner,
-                  "plan_ratios": list(plan_ratios), "decode_step": decode_step,
+                  "plan_ratios": list(plan_ratios), "plan_drafts": list(plan_drafts),
+                  "decode_step": decode_step,
                   "repeats": repeats, "warmup": warmup, "ratios": ratios,
                   "pruners": pruners, "input": source},
         load_average={"start": load_start, "end": _load_average()},

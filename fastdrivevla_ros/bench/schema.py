@@ -110,6 +110,8 @@ PLAN_ROW = _obj({
                                     "plan")}),
     "speedup_plan_vs_generate": _NUM_OR_NULL,
     "speedup_decode_vs_step_by_step": _NUM_OR_NULL,
+    "draft": {"enum": ["none", "oracle", "wrong"]}, "draft_tokens": _INT,
+    "accepted_tokens": _INT, "plan_time_vs_draft_none": _NUM_OR_NULL,
 })
 BENCH_SCHEMA["properties"]["plans"] = {"type": "array", "items": PLAN_ROW}
 

@@ -21,6 +21,15 @@ def parse_float_list(text: str, what: str) -> list[float]:
         raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from e
 
 
+def parse_drafts(text: str) -> list[str]:
+    """'oracle,wrong' -> ['oracle', 'wrong'] (checked)."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("oracle", "wrong")]
+    if bad:
+        raise ConfigError(f"--plan-drafts: {bad[0]!r} is not a draft kind (oracle, wrong)")
+    return kinds
+
+
 def parse_pruner_options(text: str | None) -> dict:
     """'{"recon": {"weights": "DIR"}}' -> {name: kwargs}."""
     if not text:
@@ -73,6 +82,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "without --pruner-options weights is timed untrained")
     p.add_argument("--plan-ratios", default="0.5,0.75",
                    help="pruning ratios of the whole-plan table's pruned rows")
+    p.add_argument("--plan-drafts", default="",
+                   help="comma-separated draft kinds repeating each forced-tokens row of the "
+                        "whole-plan table (speculative decoding, same reply): oracle = the "
+                        "row's own reply as draft, wrong = every number wrong at its first "
+                        "character ('' = none)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--pruner-options", help='JSON {pruner: {option: value}}, e.g. '
                                            '\'{"recon": {"weights": "runs/recon"}}\'')
@@ -124,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                         forced_tokens=values["forced_tokens"],
                         plan_pruner=args.plan_pruner or None,
                         plan_ratios=parse_float_list(args.plan_ratios, "--plan-ratios"),
+                        plan_drafts=parse_drafts(args.plan_drafts),
                         decode_step=values["decode_step"],
                         pruner_options=parse_pruner_options(args.pruner_options), **common)
         paths = write_bench(doc, args.out)

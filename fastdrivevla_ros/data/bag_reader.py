@@ -73,6 +73,7 @@ class Frame:
     jpegs: dict[str, bytes]
     history: EgoHistory | None
     target: PlanningTarget
+    ego_pose: tuple[float, float, float] | None = None   # (x, y, yaw) in the odometry frame
 
     def compressed(self, cameras=None) -> dict[str, bytes]:
         """{camera: JPEG bytes} for `cameras` (default: all present), not decoded: the engine
@@ -256,6 +257,11 @@ class _Assembler:
                     buf.popleft()   # older than any later keyframe can use
         frame = Frame(self.ordinal, token, gt.scene_token, gt.scene_name, int(gt.index_in_scene),
                       stamp, jpegs, self.history.history_at(reference * 1e-9),
-                      target_from_msg(gt))
+                      target_from_msg(gt), self._pose_at(reference))
         self.ordinal += 1
         return frame
+
+    def _pose_at(self, stamp_ns: int) -> tuple[float, float, float] | None:
+        """The ego pose (x, y, yaw) in the odometry frame where the node takes it (draft)."""
+        sample = self.history.pose_at(stamp_ns * 1e-9)
+        return None if sample is None else (sample.x, sample.y, sample.yaw)

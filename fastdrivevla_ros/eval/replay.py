@@ -21,6 +21,7 @@ from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample
 from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, open_run_folder, \
     weights_identity, write_json
 from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
+from fastdrivevla_ros.vla.draft import PreviousPlan
 
 GT_PRUNER = "ground_truth"
 SOURCE = "fastdrivevla replay"       # the manifest's writer (the ROS evaluator's differs)
@@ -76,6 +77,7 @@ class _Replayer:
         self.cameras = tuple(engine.settings.cameras) if engine is not None else ()
         self.expected: list[str] = []
         self.complete, self.ran, self.resumed = True, 0, 0
+        self.previous, self.previous_scene = PreviousPlan(), None   # draft `previous`
 
     def run(self, frames, shard: tuple[int, int], limit: int | None, bar) -> None:
         i, n = shard
@@ -109,11 +111,12 @@ class _Replayer:
             return {"waypoints": frame.target.future.tolist(), "status": "ok",
                     "reason": "", "text": "", "pruner": GT_PRUNER, "pruning_ratio": 0.0,
                     "tokens_kept": 0, "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
+                    "draft_tokens": 0, "accepted_tokens": 0,
                     "timings_ms": {"total": 0.0}, "views": []}
         if not self.temporal:
             self.engine.pruner.reset()   # every sample independent: shards and resumes agree
         try:
-            return self.engine.plan(frame.compressed(self.cameras), frame.history).to_json()
+            return self._plan(frame).to_json()
         except (InputError, DataError) as e:
             if self.on_error == "stop":
                 raise DataError(f"keyframe {frame.token} ({frame.scene_name} "
@@ -122,7 +125,18 @@ class _Replayer:
                     "text": "", "pruner": self.engine.pruner.name,
                     "pruning_ratio": self.engine.settings.pruning_ratio, "tokens_kept": 0,
                     "tokens_total": 0, "num_generated": 0, "decode_passes": 0,
-                    "timings_ms": {}, "views": []}
+                    "draft_tokens": 0, "accepted_tokens": 0, "timings_ms": {}, "views": []}
+
+    def _plan(self, frame):
+        """The engine's plan; with draft `previous`, drafted from this scene's last plan."""
+        stamp_s, draft = frame.stamp_ns * 1e-9, None
+        if frame.scene_token != self.previous_scene:     # a stream per scene
+            self.previous, self.previous_scene = PreviousPlan(), frame.scene_token
+        if self.engine.settings.draft == "previous":
+            draft = self.previous.draft(frame.ego_pose, stamp_s)
+        result = self.engine.plan(frame.compressed(self.cameras), frame.history, draft=draft)
+        self.previous.remember(result.waypoints if result.ok else None, frame.ego_pose, stamp_s)
+        return result
 
     def record(self, frame, result: dict) -> dict:
         target = frame.target

@@ -99,7 +99,9 @@ def result_from_trajectory(fields: dict) -> dict:
         'pruner': fields['pruner'], 'pruning_ratio': round(float(fields['pruning_ratio']), 6),
         'tokens_kept': int(fields['tokens_kept']), 'tokens_total': int(fields['tokens_total']),
         'num_generated': int(fields['num_generated']),
-        'decode_passes': int(fields['decode_passes']), 'timings_ms': timings,
+        'decode_passes': int(fields['decode_passes']),
+        'draft_tokens': int(fields.get('draft_tokens', 0)),
+        'accepted_tokens': int(fields.get('accepted_tokens', 0)), 'timings_ms': timings,
         'latency_ms': float(fields['latency_ms']),
         'views': [{'camera': c, 'tokens_kept': int(k), 'tokens_total': int(n)}
                   for c, k, n in zip(fields['cameras'], fields['camera_tokens_kept'],
@@ -117,6 +119,7 @@ def trajectory_fields_of(msg) -> dict:
     """Return a PlannedTrajectory's values shaped like pipeline.messages.trajectory_fields."""
     scalars = ('waypoint_dt', 'status', 'reason', 'text', 'pruner', 'pruning_ratio',
                'tokens_kept', 'tokens_total', 'num_generated', 'decode_passes',
+               'draft_tokens', 'accepted_tokens',
                'preprocess_ms', 'vision_ms',
                'scoring_ms', 'prefill_ms', 'decode_ms', 'engine_ms', 'latency_ms')
     fields = {name: getattr(msg, name) for name in scalars}

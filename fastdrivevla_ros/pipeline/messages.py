@@ -88,6 +88,8 @@ def trajectory_fields(result: PlanResult, stamp_ns: int, frame_id: str,
         'camera_stamps': [time_fields(stamps.get(v.camera, stamp_ns)) for v in result.views],
         'num_generated': int(result.num_generated),
         'decode_passes': int(result.decode_passes),
+        'draft_tokens': int(result.draft_tokens),
+        'accepted_tokens': int(result.accepted_tokens),
         'engine_ms': float(timings.get('total', sum(timings.get(s, 0.0) for s in STAGES))),
         'latency_ms': float(latency_ms),
     }

@@ -36,6 +36,7 @@ from fastdrivevla_ros.pipeline.images import decode_compressed, EngineImage, ima
 from fastdrivevla_ros.pipeline.log import Log
 from fastdrivevla_ros.pipeline.params import NodeConfig
 from fastdrivevla_ros.pipeline.worker import FrameSet
+from fastdrivevla_ros.vla.draft import PreviousPlan
 from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult
 from fastdrivevla_ros.vla.settings import ENGINE_KEYS, PARAMETERS
@@ -96,6 +97,8 @@ class PlannerService:
 
     clock: seconds on the same time base as frame stamps (the node's ROS clock);
     history: stamp (s) -> EgoHistory or None (standing start);
+    pose: stamp (s) -> the ego's odometry PoseSample or None (for draft `previous`: the
+    service keeps the stream's last plan);
     decode: (camera, payload) -> the engine's image, raising InputError on a bad image
     (default: image_decoder(), the node's without cv_bridge);
     engine_factory: (config, log) -> engine (default: build_engine).
@@ -104,11 +107,13 @@ class PlannerService:
     def __init__(self, config: NodeConfig, diagnostics: DriveDiagnostics, *,
                  clock: Callable[[], float] = time.time,
                  history: Callable[[float], EgoHistory | None] = lambda stamp: None,
+                 pose: Callable[[float], Any] = lambda stamp: None,
                  decode: Callable[[str, Any], EngineImage] | None = None,
                  engine_factory: Callable[[NodeConfig, Log], Any] = build_engine,
                  log: Log = lambda level, message: None):
         self.config, self.diagnostics = config, diagnostics
         self.clock, self.history, self.log = clock, history, log
+        self.pose, self.previous = pose, PreviousPlan()
         self.decode = decode or image_decoder()
         self.engine_factory = engine_factory
         self.engine = None
@@ -184,11 +189,20 @@ class PlannerService:
                 self._drop(message, now, camera)
                 return None
         try:
-            result = self.engine.plan(images, self.history(frame.stamp))
+            result = self._plan(images, frame.stamp)
         except Exception as e:  # noqa: B902 - one bad frame must not stop the node
             self._engine_fault(e, images)
             return None
         return self._output(frame, result)
+
+    def _plan(self, images: dict, stamp: float) -> PlanResult:
+        """Plan with the engine; with draft `previous`, draft from this stream's last plan."""
+        sample = self.pose(stamp)
+        pose = None if sample is None else (sample.x, sample.y, sample.yaw)
+        draft = self.previous.draft(pose, stamp) if self.config.draft == 'previous' else None
+        result = self.engine.plan(images, self.history(stamp), draft=draft)
+        self.previous.remember(result.waypoints if result.ok else None, pose, stamp)
+        return result
 
     def _drop(self, message: str, now: float, camera: str | None = None) -> None:
         self.diagnostics.fault('input_errors', message, now, camera=camera)
@@ -228,7 +242,9 @@ class PlannerService:
                                        'pruning_ratio': f'{result.pruning_ratio:.2f}',
                                        'tokens': f'{result.tokens_kept}/{result.tokens_total}',
                                        'num_generated': str(result.num_generated),
-                                       'decode_passes': str(result.decode_passes)})
+                                       'decode_passes': str(result.decode_passes),
+                                       'draft_tokens': str(result.draft_tokens),
+                                       'accepted_tokens': str(result.accepted_tokens)})
         if not result.ok:
             self.log('warn', f'plan parse failed: {result.reason}')
         return PlanOutput(result, reference, stamps, latency_ms, heatmaps, mosaic_rgb)

@@ -82,6 +82,7 @@ class DecodeRecord:
     What the engine hands `observe` after a plan (temporal pruners, e.g. VLA-Pruner).
 
     tokens: the reply's ids; forced: which of them the grammar fixed; passes: decode forwards;
+    draft_tokens / accepted_tokens: draft tokens verified / kept;
     decode_inputs: {layer: [T, D] that layer's inputs over the decode steps (or None)} for the
     pruner's `record_decode_layers`; cache: the KV cache after decoding; sequence: the pruned
     prefill sequence (positions [3, L], kept raster indices per view); grids: per view (rows,
@@ -92,6 +93,8 @@ class DecodeRecord:
     forced: list[bool]
     passes: int
     decode_inputs: dict = field(default_factory=dict)
+    draft_tokens: int = 0        # draft tokens verified (speculative decoding)
+    accepted_tokens: int = 0     # of them, the ones the reply kept
     cache: Any = None
     sequence: Any = None
     grids: list = field(default_factory=list)

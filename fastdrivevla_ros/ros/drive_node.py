@@ -105,6 +105,7 @@ class DriveNode(Node):
                                       f' raw images limited to {", ".join(RAW_ENCODINGS)}')
         self.service = PlannerService(cfg, self.diagnostics, clock=self._now_s,
                                       history=self._history,
+                                      pose=self.ego.pose_at,
                                       decode=image_decoder(raw_converter),
                                       log=leveled_log(self.get_logger()))
         self.worker = LatestSetWorker(self._plan_and_publish, cfg.max_staleness_s,

@@ -78,18 +78,23 @@ class _Matcher:
         self.bitmask = xgr.allocate_token_bitmask(1, constraint.vocab_size)
         self._device_mask = None
 
-    def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits: [V] -> a float copy with grammar-forbidden tokens at -inf, on logits' device
-        (the packed bitmask, V/32 int32, is what crosses to a GPU; the logits stay there)."""
+    def choose(self, logits: torch.Tensor) -> int:
+        """The grammar-masked greedy token of logits [V] (ties: the lowest id, as argmax), read
+        over the allowed ids only: the packed bitmask (V/32 int32) is what crosses to a GPU,
+        unpacked with torch bit ops (xgrammar's CPU kernel takes ~4 ms a row at V = 152k)."""
+        ids = self._allowed(logits).nonzero().flatten()
+        return int(ids[torch.argmax(logits[ids].float())])
+
+    def _allowed(self, logits: torch.Tensor) -> torch.Tensor:
+        """[V] bool: the tokens the grammar allows next, on logits' device."""
         self.matcher.fill_next_token_bitmask(self.bitmask)
-        mask = self.bitmask
+        mask = self.bitmask[0]
         if logits.device.type != "cpu":
             if self._device_mask is None:
                 self._device_mask = torch.empty_like(mask, device=logits.device)
             mask = self._device_mask.copy_(mask, non_blocking=True)
-        row = logits.float().unsqueeze(0).clone()
-        self._xgr.apply_token_bitmask_inplace(row, mask, vocab_size=self.constraint.vocab_size)
-        return row[0]
+        shifts = torch.arange(32, dtype=torch.int32, device=mask.device)
+        return ((mask[:, None] >> shifts) & 1).flatten()[:len(logits)].bool()
 
     def accept(self, token_id: int) -> None:
         if not self.matcher.accept_token(int(token_id)):
@@ -115,6 +120,17 @@ class _Matcher:
         row = torch.zeros(1, self.constraint.vocab_size)
         self._xgr.apply_token_bitmask_inplace(row, self.bitmask)
         return torch.isfinite(row[0]).nonzero().flatten().tolist()
+
+    def grammatical_prefix(self, ids: list[int]) -> int:
+        """How many of `ids` the grammar accepts from here (checked, then rolled back: the
+        state is unchanged). A draft is cut there: the model can never be asked to write more."""
+        n = 0
+        for token in ids:
+            if self.matcher.is_terminated() or not self.matcher.accept_token(int(token)):
+                break
+            n += 1
+        self.matcher.rollback(n)
+        return n
 
     @property
     def finished(self) -> bool:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fastdrivevla_ros.compat import cached_key_values, static_layer_fill
+from fastdrivevla_ros.compat import cached_key_values, crop_cache, static_layer_fill
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContext, Pruner, \
     ViewTokens, view_budgets
 from fastdrivevla_ros.pruning.registry import build_pruner
+from fastdrivevla_ros.vla.draft import kinematic_draft
 from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
 from fastdrivevla_ros.vla.parsing import parse_planning
 from fastdrivevla_ros.vla.prompt import EgoHistory
@@ -48,11 +49,14 @@ class PlannerSettings:
     #: "dynamic": growing KV cache, eager; "static": pre-allocated KV cache (StaticCache), fixed
     #: shapes; "compiled": static + the one-token step under torch.compile (CUDA graphs on GPU)
     decode_step: str = DEFAULTS["decode_step"]
+    #: waypoints guessed and verified in one pass (speculative decoding; same reply):
+    #: "none", "kinematic" (ego history) or "previous" (the caller's last plan, moved)
+    draft: str = DEFAULTS["draft"]
 
     def __post_init__(self):
         """Each value checked by its schema entry, exactly as the node and the CLI check it."""
         for name in ("cameras", "max_pixels", "pruning_ratio", "view_ratios", "max_new_tokens",
-                     "constrained", "forced_tokens", "decode_step"):
+                     "constrained", "forced_tokens", "decode_step", "draft"):
             setattr(self, name, check_setting(name, getattr(self, name)))
         if self.image_size is not None:
             self.image_size = tuple(check_setting(k, int(v)) for k, v in
@@ -164,16 +168,21 @@ class DrivingVLA:
 
     @torch.inference_mode()
     def plan(self, images: dict, history: EgoHistory | None = None,
-             extras: FrameExtras | dict | None = None) -> PlanResult:
+             extras: FrameExtras | dict | None = None,
+             draft: np.ndarray | str | None = None) -> PlanResult:
         """images: {camera: HxWx3 uint8 RGB, PIL image or JPEG/PNG bytes}; history: past ego
         states (None = standing still); extras: side data for pruners (e.g.
-        {'foreground_masks': {camera: HxW}})."""
+        {'foreground_masks': {camera: HxW}}); draft: [6, 2] guessed waypoints to verify, or a
+        reply text (None: the `draft` setting's guess; `previous` needs the caller's, see
+        vla/draft.py, and falls back to kinematic). The reply is the same whatever the draft."""
         start = time.perf_counter()
         clock = _Stopwatch(self.device)
         extras = FrameExtras.of(extras)                  # our copy: the caller's stays as given
         with clock("preprocess"):
             inputs = self.prepare(images, history)
-        tokens, seq, record = self.generate_tokens(inputs, clock, extras)
+        if draft is None and self.settings.draft != "none":
+            draft = kinematic_draft(history)
+        tokens, seq, record = self.generate_tokens(inputs, clock, extras, draft)
         with clock("parse"):                             # detokenise + read the waypoints
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             waypoints, status, reason = parse_planning(text)
@@ -188,7 +197,8 @@ class DrivingVLA:
                           views=views, pruner=self.pruner.name,
                           pruning_ratio=0.0 if self.pruner.keeps_all else self.settings.pruning_ratio,
                           timings_ms=clock.ms, num_generated=len(tokens),
-                          decode_passes=record.passes,
+                          decode_passes=record.passes, draft_tokens=record.draft_tokens,
+                          accepted_tokens=record.accepted_tokens,
                           view_ratios=self.settings.view_ratios)
 
     def warmup(self, plans: int = 1, size: tuple[int, int] = (1600, 900)) -> float:
@@ -231,9 +241,10 @@ class DrivingVLA:
             attention_mask=inputs.attention_mask.to(self.device))
         return pos[:, 0]
 
-    def generate_tokens(self, inputs: ModelInputs, clock: _Stopwatch, extras: FrameExtras):
-        """Vision, pruning, prefill and greedy decode. Returns (token ids, final sequence,
-        record for temporal pruners)."""
+    def generate_tokens(self, inputs: ModelInputs, clock: _Stopwatch, extras: FrameExtras,
+                        draft: np.ndarray | None = None):
+        """Vision, pruning, prefill and greedy decode (draft: [6, 2] waypoints to verify).
+        Returns (token ids, final sequence, record for temporal pruners)."""
         with clock("vision"):
             features = self.encode_images(inputs, extras)
         input_ids = inputs.input_ids[0].to(self.device)
@@ -254,7 +265,7 @@ class DrivingVLA:
         logits = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
         with clock("decode"):
             cache = self._decode_cache(cache)
-            tokens, record = self.decode(logits, int(positions.max()) + 1, cache)
+            tokens, record = self.decode(logits, int(positions.max()) + 1, cache, draft)
         record.sequence, record.extras, record.model = seq, extras, self.model
         record.cameras, record.grids = self.settings.cameras, inputs.grids
         return tokens, seq, record
@@ -285,18 +296,26 @@ class DrivingVLA:
         with clock("prefill"):
             return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
 
-    def decode(self, logits: torch.Tensor, first_position: int, cache):
+    def decode(self, logits: torch.Tensor, first_position: int, cache,
+               draft: np.ndarray | None = None):
         """Greedy decode; reply token j sits at position first_position + j (all three M-RoPE
         rows). With constrained decoding and `forced_tokens`, what the grammar fixes is not
         decoded: the header is fed in one pass, and each later forced run rides along with the
-        free token before it, so only free choices cost a pass."""
+        free token before it, so only free choices cost a pass.
+
+        draft: [6, 2] guessed waypoints (None: none). Its reply text, from where the reply
+        stands, rides along too; the walk below takes each choice from the row the non-draft
+        loop would have used, so the reply is the same for any draft, and the draft tokens past
+        the first disagreement are cropped from the cache."""
         matcher = self._constraint_matcher()
         forcing = matcher is not None and self.settings.forced_tokens
         limit = self.settings.max_new_tokens
         tokens: list[int] = []
         forced: list[bool] = []
         recorded = {i: [] for i in self.pruner.record_decode_layers}
-        passes = 0
+        passes = drafted = accepted = 0
+        cautious = False            # after a rejection: draft up to the next number boundary
+        splits: dict[int, list[int]] = {}   # draft token -> how this reply writes its text
 
         def emit(ids: list[int], is_forced: bool) -> None:
             for token in ids:
@@ -309,42 +328,102 @@ class DrivingVLA:
             return (len(tokens) >= limit or tokens[-1] in self.stop_ids
                     or (matcher is not None and matcher.finished))
 
+        pending: list[int] = []     # emitted, not yet in the cache
+        rows = logits[None]
         if forcing:
             emit(matcher.forced()[:limit], True)      # <PLANNING> + header
-            if tokens and not stopped():
-                logits, n = self._feed(tokens, first_position, cache, recorded)
-                passes += n
+            pending = list(tokens)
         while not (tokens and stopped()):
-            if matcher is not None:
-                logits = matcher.mask(logits)
-            emit([int(torch.argmax(logits))], False)
-            if stopped():
-                break   # no forward for a token nobody will read
-            start = len(tokens) - 1
-            if forcing:
-                emit(matcher.forced()[:limit - len(tokens)], True)
-                if stopped():
+            guess = []
+            if pending:   # one pass: pending tokens + the draft's continuation of them
+                guess = self._draft_ids(draft, tokens, matcher, limit, cautious, splits)
+                rows, n = self._feed(pending + guess, first_position + len(tokens) - len(pending),
+                                     cache, recorded, rows=len(guess) + 1)
+                passes += n
+            used = 0        # draft tokens the reply has kept (in the cache and emitted)
+            while True:
+                row = rows[used]
+                fresh = [matcher.choose(row) if matcher is not None else int(torch.argmax(row))]
+                emit(fresh, False)
+                if forcing and not stopped():
+                    run = matcher.forced()[:limit - len(tokens)]
+                    emit(run, True)
+                    fresh += run
+                k = _common_prefix(fresh, guess[used:])
+                used += k
+                if stopped() or k < len(fresh):
+                    pending = fresh[k:]
                     break
-            logits, n = self._feed(tokens[start:], first_position + start, cache, recorded)
-            passes += n
+            drafted, accepted = drafted + len(guess), accepted + used
+            if used < len(guess) and not stopped():
+                # the same text split otherwise (' [' written ' ', '['): not a wrong guess
+                split = self._split(guess[used], fresh[k])
+                splits.update({guess[used]: split} if split else {})
+                cautious = cautious or not split
+            elif guess:
+                cautious = False
+            self._drop_rejected(cache, recorded, len(guess) - used)
         record = DecodeRecord(tokens, forced, passes, cache=cache, decode_inputs={
-            i: torch.cat(v) if v else None for i, v in recorded.items()})
+            i: torch.cat(v) if v else None for i, v in recorded.items()},
+            draft_tokens=drafted, accepted_tokens=accepted)
         return tokens, record
 
-    def _feed(self, ids: list[int], start: int, cache, recorded: dict):
+    def _draft_ids(self, draft, tokens: list[int], matcher, limit: int, cautious: bool,
+                   splits: dict[int, list[int]]) -> list[int]:
+        """The draft's canonical token ids from where the reply stands (a token this reply has
+        written as a split replaced by that split), cut where the grammar or the token budget
+        would stop them ([] without a draft)."""
+        if draft is None:
+            return []
+        from fastdrivevla_ros.vla.draft import draft_continuation
+
+        text = draft_continuation(self.tokenizer.decode(tokens), draft, one_number=cautious)
+        if not text:
+            return []
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = [t for i in ids for t in splits.get(i, (i,))]
+        ids = ids[:max(0, limit - len(tokens) - 1)]   # the last budgeted token is never fed
+        return ids[:matcher.grammatical_prefix(ids)] if matcher is not None else ids
+
+    def _split(self, drafted: int, written: int) -> list[int] | None:
+        """[written, canonical rest] when the reply wrote the start of the drafted token's text
+        as a shorter token, else None."""
+        text, start = self.tokenizer.decode([drafted]), self.tokenizer.decode([written])
+        if not start or len(start) >= len(text) or not text.startswith(start):
+            return None
+        return [written] + self.tokenizer(text[len(start):], add_special_tokens=False)["input_ids"]
+
+    @staticmethod
+    def _drop_rejected(cache, recorded: dict, n: int) -> None:
+        """Forget the last n fed tokens: their keys/values and recorded layer inputs."""
+        if n <= 0:
+            return
+        crop_cache(cache, n)
+        for inputs in recorded.values():
+            drop = n
+            while drop > 0:
+                last = inputs.pop()
+                if len(last) > drop:
+                    inputs.append(last[:len(last) - drop])
+                drop -= len(last)
+
+    def _feed(self, ids: list[int], start: int, cache, recorded: dict, rows: int = 1):
         """Run reply tokens `ids` (positions start, start+1, ...) through every layer on the
-        KV cache, one pass for all of them. Returns (the last one's logits [V], passes)."""
+        KV cache, one pass for all of them. Returns (the logits of the last `rows`, indexable
+        [rows][V], passes)."""
         if len(ids) > 1 and not self.batch_forced:
-            for k in range(len(ids)):   # same tokens, one pass each (tests compare the two)
-                logits, _ = self._feed(ids[k:k + 1], start + k, cache, recorded)
-            return logits, len(ids)
+            # same tokens, one pass each (tests compare the two)
+            out = [self._feed(ids[k:k + 1], start + k, cache, recorded)[0][0]
+                   for k in range(len(ids))]
+            return torch.stack(out[len(ids) - rows:]), len(ids)
         n = len(ids)
         token = torch.tensor([ids], device=self.device)
         pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
         if self._static is not None and cache is self._static[0]:
-            step = self._static[1] if n == 1 and self._static[1] is not None else \
-                self._static_pass
-            return step(token, pos, cache).clone(), 1   # clone: CUDA graphs reuse the output
+            if n == 1 and self._static[1] is not None:
+                return self._static[1](token, pos, cache).clone(), 1   # CUDA graphs reuse it
+            hidden = self._static_pass(token, pos, cache, rows)
+            return _LazyLogits(self.model.lm_head, hidden), 1
         h = self.embed(token)
         pe = self.rotary(h, pos)
         masks: dict[int, torch.Tensor | None] = {}
@@ -357,7 +436,7 @@ class DrivingVLA:
                 masks[past] = self._decode_mask(past, n, h.dtype)
             h = layer(h, attention_mask=masks[past], position_embeddings=pe,
                       cache=cache, use_cache=True)
-        return self.model.lm_head(self.norm(h[0, -1:]))[0], 1
+        return _LazyLogits(self.model.lm_head, self.norm(h[0, -rows:])), 1
 
     # ------------------------------------------------------------------ static decode step
     def _decode_cache(self, cache):
@@ -385,8 +464,10 @@ class DrivingVLA:
             static.update(k, v, i)
         return static
 
-    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
-        """token [1, n], pos [3, 1, n] -> logits [V] on the StaticCache: fixed shapes, the
+    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache,
+                     rows: int = 0) -> torch.Tensor:
+        """token [1, n], pos [3, 1, n] -> the last token's logits [1, V] (rows = 0) or the last
+        rows' normed hidden states [rows, D], on the StaticCache: fixed shapes, the
         valid length of each layer read from its own length tensor (no host sync)."""
         h = self.embed(token)
         pe = self.rotary(h, pos)
@@ -399,7 +480,9 @@ class DrivingVLA:
                 ~allowed, torch.finfo(h.dtype).min)[None, None]
             h = layer(h, attention_mask=mask, position_embeddings=pe, cache=cache,
                       use_cache=True)
-        return self.model.lm_head(self.norm(h[0, -1:]))[0]
+        if rows:
+            return self.norm(h[0, -rows:])
+        return self.model.lm_head(self.norm(h[0, -1:]))
 
     def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
         """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
@@ -469,6 +552,22 @@ class DrivingVLA:
         return self._constraint.start()
 
 
+class _LazyLogits:
+    """Logits of hidden rows [n, D], computed when first read, in doubling chunks: a draft
+    rejected at its first token costs one row of the LM head (152k x D), an accepted one a few
+    matmuls; rows of forced tokens past the last free choice are never computed."""
+
+    def __init__(self, head, hidden: torch.Tensor):
+        self.head, self.hidden, self.rows, self.chunk = head, hidden, {}, 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i not in self.rows:
+            out = self.head(self.hidden[i:i + self.chunk])
+            self.rows.update({i + j: row for j, row in enumerate(out)})
+            self.chunk *= 2
+        return self.rows[i]
+
+
 class _AttentionRows:
     """Softmax attention of one decoder layer for a few query rows, computed directly so the
     model itself can stay on SDPA / FlashAttention. Returns [heads, q, L]."""
@@ -516,6 +615,10 @@ def _raster_scores(all_scores: list, v: int) -> np.ndarray | None:
     if v >= len(all_scores) or all_scores[v] is None:
         return None
     return all_scores[v].numpy()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _as_list(x) -> list[int]:

@@ -47,6 +47,8 @@ class PlanResult:
     reason: str = ""
     num_generated: int = 0             # reply tokens emitted (forced header included)
     decode_passes: int = 0             # forward passes after the prefill (header pass included)
+    draft_tokens: int = 0              # draft tokens verified alongside (speculative decoding)
+    accepted_tokens: int = 0           # of them, the ones the reply kept
     view_ratios: tuple[float, ...] | None = None   # per-view budgets, when they replaced the ratio
 
     @property
@@ -76,6 +78,7 @@ class PlanResult:
             "tokens_kept": self.tokens_kept, "tokens_total": self.tokens_total,
             "kept_fraction": None if self.kept_fraction is None else round(self.kept_fraction, 4),
             "num_generated": self.num_generated, "decode_passes": self.decode_passes,
+            "draft_tokens": self.draft_tokens, "accepted_tokens": self.accepted_tokens,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "views": [{"camera": v.camera, "grid": list(v.grid), "kept": v.kept.tolist()}
                       for v in self.views],

@@ -183,6 +183,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               '(pre-allocated KV cache, fixed shapes) or compiled (static + torch.compile; '
               'CUDA graphs on a GPU; the first plans compile)',
               choices=('dynamic', 'static', 'compiled')),
+    ParamSpec('draft', 'none', 'speculative decoding of the waypoints (the reply stays exactly '
+              'the same; only its cost changes): none, kinematic (constant speed and yaw rate '
+              'from the ego history) or previous (the last plan of the stream moved to now; '
+              'kinematic for the first plan); changeable at runtime',
+              choices=('none', 'kinematic', 'previous'), runtime=True),
     ParamSpec('max_new_tokens', 320, 'decode budget per plan (tokens)', low=1, high=4096,
               runtime=True),
     ParamSpec('warmup', 1, 'plans on a blank camera set after loading, before the first real '
@@ -242,7 +247,7 @@ MODEL_KEYS = ('model', 'device', 'dtype', 'attn_implementation')
 PRUNER_KEYS = ('pruner', 'pruner_weights', 'untrained', 'pruner_options', 'pruning_ratio',
                'view_ratios')
 INPUT_KEYS = ('cameras', 'max_pixels', 'image_width', 'image_height')
-DECODE_KEYS = ('constrained', 'forced_tokens', 'decode_step', 'max_new_tokens')
+DECODE_KEYS = ('constrained', 'forced_tokens', 'decode_step', 'max_new_tokens', 'draft')
 ENGINE_KEYS = MODEL_KEYS + PRUNER_KEYS + INPUT_KEYS + DECODE_KEYS
 
 
@@ -296,7 +301,8 @@ def engine_kwargs(values: dict[str, Any]) -> dict[str, Any]:
             'max_pixels': values['max_pixels'], 'image_size': image_size(values),
             'pruning_ratio': values['pruning_ratio'], 'view_ratios': values['view_ratios'],
             'max_new_tokens': values['max_new_tokens'], 'constrained': values['constrained'],
-            'forced_tokens': values['forced_tokens'], 'decode_step': values['decode_step']}
+            'forced_tokens': values['forced_tokens'], 'decode_step': values['decode_step'],
+            'draft': values['draft']}
 
 
 def settings_problems(values: dict[str, Any]) -> list[str]:
