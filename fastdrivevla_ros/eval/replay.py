@@ -19,7 +19,8 @@ from fastdrivevla_ros.errors import ConfigError, DataError, InputError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample_metrics
 from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, open_run_folder, \
     write_json
-from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
+from fastdrivevla_ros.eval.report import finish_run
+from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
 
 GT_PRUNER = "ground_truth"
 SOURCE = "fastdrivevla replay"       # the manifest's writer (the ROS evaluator's differs)

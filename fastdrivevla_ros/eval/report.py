@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 from fastdrivevla_ros.errors import DataError
+from fastdrivevla_ros.eval.run_folder import write_json
+from fastdrivevla_ros.eval.store import METRICS, PREDICTIONS, PredictionStore, run_metrics
 
 GROUPS = (("l2_cm", "L2 (cm) ↓"), ("collision_pct", "Collision (%) ↓"),
           ("intersection_pct", "Intersection (%) ↓"))
@@ -198,8 +200,6 @@ def _scored(records: list[dict]) -> set[str]:
 
 
 def _records(run_dir) -> list[dict]:
-    from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
-
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
         raise DataError(f"no {PREDICTIONS} in {run_dir}: not a replay run directory")
@@ -208,8 +208,6 @@ def _records(run_dir) -> list[dict]:
 
 def _rescored(metrics: dict, records: list[dict], common: set[str]) -> dict:
     """metrics recomputed on the records of `common` samples only."""
-    from fastdrivevla_ros.eval.store import run_metrics
-
     spec = metrics | {"settings": {"view_ratios": metrics.get("view_ratios")}}
     return run_metrics([r for r in records if r["token"] in common], spec,
                        metrics["convention"])
@@ -252,6 +250,16 @@ def write_run_report(out_dir: Path, metrics: dict, baseline=None,
             metrics, base = scored["run"], scored["baseline"]
     (out_dir / "report.md").write_text(markdown([metrics], base, scope=scope), encoding="utf-8")
     plot_l2_horizon(([base] if base else []) + [metrics], out_dir / "l2_horizon.png")
+
+
+def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
+               throughput: float | None = None) -> dict:
+    """metrics.json + report.md + plots for a run (or merged) directory; `spec` holds at least
+    bag, pruner, pruning_ratio, model and convention (the manifest does)."""
+    metrics = run_metrics(records, spec, spec["convention"], throughput)
+    write_json(out_dir / METRICS, metrics)
+    write_run_report(out_dir, metrics, baseline, records)
+    return metrics
 
 
 def _key(run_dir) -> str:
