@@ -30,12 +30,15 @@ def bags(scene_dir):
             converted_bag(scene_dir, max_keyframes=2, first_keyframe=2)]
 
 
-@pytest.fixture(autouse=True)
-def no_ray_left():
-    """Every test ends with Ray shut down, whatever happened (memory is shared)."""
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One loopback Ray with 2 CPUs for the module (the sweep uses a Ray already running),
+    shut down at the end whatever happened (memory is shared)."""
+    from fastdrivevla_ros.eval.sweep import start_ray
+
+    start_ray(None, workers=2)
     yield
-    if ray.is_initialized():
-        ray.shutdown()
+    ray.shutdown()
 
 
 def _records(run_dir) -> list[dict]:
@@ -59,26 +62,33 @@ def _folder(setting) -> str:
 
 
 @pytest.fixture(scope="module")
-def serial(bags, tiny_model_dir, tmp_path_factory):
-    """The serial `fastdrivevla replay` run of every setting on every bag."""
+def serial(bags, tiny_vla, tiny_model_dir, tmp_path_factory):
+    """What `fastdrivevla replay BAG --model M --pruner P --pruning-ratio R` FLAGS writes, for
+    every setting and bag: replay_bag through a fresh engine per run (the weights are loaded
+    once for the test's speed; the CLI loads the same files)."""
+    from fastdrivevla_ros.eval.replay import replay_bag
+    from fastdrivevla_ros.pruning.registry import build_pruner
+    from fastdrivevla_ros.vla.engine import DrivingVLA, PlannerSettings
+
     root = tmp_path_factory.mktemp("serial")
     for pruner, ratio in SETTINGS:
         for bag in bags:
-            out = root / _folder((pruner, ratio)) / bag.name
-            ratio_flags = ["--pruning-ratio", str(ratio)] if ratio else []
-            assert main(["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out),
-                         "--pruner", pruner, *ratio_flags, *FLAGS, "--no-progress"]) == 0
+            settings = PlannerSettings(max_pixels=3136, max_new_tokens=8, constrained=False,
+                                       **({"pruning_ratio": ratio} if ratio else {}))
+            engine = DrivingVLA(*tiny_vla, settings, build_pruner(pruner))
+            replay_bag(bag, engine, root / _folder((pruner, ratio)) / bag.name,
+                       model=str(tiny_model_dir), progress=False)
     return root
 
 
-def _sweep(bags, model, out, *extra) -> int:
+def _sweep(bags, model, out, pruners=PRUNERS, ratios=RATIOS) -> int:
     return main(["sweep", *map(str, bags), "--model", str(model), "--out", str(out),
-                 "--pruners", PRUNERS, "--ratios", RATIOS, "--workers", "2", *FLAGS,
-                 "--no-progress", *extra])
+                 "--pruners", pruners, "--ratios", ratios, "--workers", "2", *FLAGS,
+                 "--no-progress"])
 
 
-def _assert_same_as_serial(sweep_dir, serial_dir, bags) -> None:
-    for setting in SETTINGS:
+def _assert_same_as_serial(sweep_dir, serial_dir, bags, settings=SETTINGS) -> None:
+    for setting in settings:
         for bag in bags:
             got, want = (d / _folder(setting) / bag.name for d in (sweep_dir, serial_dir))
             assert _records(got) == _records(want), f"{got} differs from {want}"
@@ -89,8 +99,6 @@ def _assert_same_as_serial(sweep_dir, serial_dir, bags) -> None:
 def swept(bags, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "S"
     assert _sweep(bags, tiny_model_dir, out) == 0
-    if ray.is_initialized():
-        ray.shutdown()
     return out
 
 
@@ -157,11 +165,11 @@ def test_a_worker_killed_mid_sweep_leaves_the_same_records(bags, tiny_model_dir,
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    code = _sweep(bags, tiny_model_dir, out)
+    code = _sweep(bags, tiny_model_dir, out, "random", "0.5")
     thread.join()
     assert killed, "no worker was caught mid-task"
     assert code == 0, capsys.readouterr().err
-    _assert_same_as_serial(out, serial, bags)
+    _assert_same_as_serial(out, serial, bags, [("none", None), ("random", 0.5)])
 
 
 def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_path, capsys):
@@ -173,7 +181,7 @@ def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_p
         weights.write_bytes(b"not safetensors")
     out = tmp_path / "S"
     started = time.monotonic()
-    assert _sweep(bags, broken, out) == 2
+    assert _sweep(bags, broken, out, "random", "0.5") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot load" in err[0], err
     assert time.monotonic() - started < 120

@@ -185,15 +185,20 @@ def import_ray():
 
 
 def start_ray(address: str | None, workers: int, object_store_mb: int = 200):
-    """Join the cluster at `address`, or start a loopback-only local Ray sized for `workers`."""
+    """Join the cluster at `address`, or start a loopback-only local Ray sized for `workers`.
+
+    Returns (ray, whether this call started it): a Ray the caller already runs is used as it
+    is and left running."""
     ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
     quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
         ray.init(address=address, **quiet)
     else:
         ray.init(num_cpus=workers, object_store_memory=object_store_mb << 20,
                  _node_ip_address="127.0.0.1", **quiet)
-    return ray
+    return ray, True
 
 
 @dataclass
@@ -216,12 +221,16 @@ def run_sweep(task_list: list[Task], spec: SweepSpec, *, workers: int = 2,
     state = Progress(len(task_list), skipped=len(task_list) - len(pending))
     if not pending:
         return state
-    ray = start_ray(address, workers)
+    ray, owned = start_ray(address, workers)
+    actors = []
     try:
         actors = _start_workers(ray, spec, min(workers, len(pending)), gpus_per_worker, threads)
         _dispatch(ray, actors, pending, state, progress)
     finally:
-        ray.shutdown()
+        for actor in actors:
+            ray.kill(actor)
+        if owned:
+            ray.shutdown()
     return state
 
 
@@ -234,11 +243,13 @@ def _start_workers(ray, spec: SweepSpec, n: int, gpus: float, threads: int | Non
     try:
         info = ray.get([a.ready.remote() for a in actors])
     except ray.exceptions.RayActorError as e:
-        raise CheckpointError(f"a sweep worker died while loading {spec.model}: "
-                              f"{str(e).splitlines()[0]}") from None
-    for i in info:
-        if i["error"]:
-            raise CheckpointError(f"a sweep worker cannot load the model: {i['error']}")
+        info = [{"error": f"the worker died ({str(e).splitlines()[0]})"}]
+    problems = [i["error"] for i in info if i["error"]]
+    if problems:
+        for actor in actors:
+            ray.kill(actor)
+        raise CheckpointError(f"a sweep worker cannot load the model {spec.model}: "
+                              f"{problems[0]}")
     return actors
 
 
