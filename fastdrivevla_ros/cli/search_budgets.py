@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fastdrivevla_ros.cli.settings import add_settings, resolve_settings, yaml_values
-from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.errors import ConfigError, require_extra
 from fastdrivevla_ros.eval.budget_search import check_search, DEFAULT_LAMBDA, RATE_RANGE, \
     search_budgets, write_config, write_search_json
 
@@ -37,6 +37,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("optuna", "search", "fastdrivevla search-budgets")
     from fastdrivevla_ros.data.bag_reader import BagFrames
     from fastdrivevla_ros.vla.engine import DrivingVLA
     from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
