@@ -3,6 +3,7 @@ faults, reruns, a model that cannot load, Ray missing."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -95,14 +96,25 @@ def _assert_same_as_serial(sweep_dir, serial_dir, bags, settings=SETTINGS) -> No
             assert _manifest(got) == _manifest(want)
 
 
+def _summary(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def swept(bags, tiny_model_dir, tmp_path_factory):
+    """(sweep dir, the command's summary) of 2 pruners x 2 ratios (+ none) on 2 bags."""
     out = tmp_path_factory.mktemp("sweep") / "S"
-    assert _sweep(bags, tiny_model_dir, out) == 0
-    return out
+    with pytest.MonkeyPatch.context() as mp:
+        buf = io.StringIO()
+        mp.setattr(sys, "stdout", buf)
+        assert _sweep(bags, tiny_model_dir, out) == 0
+    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
 
 
 def test_a_sweep_equals_the_serial_replays_record_for_record(swept, serial, bags):
+    swept, summary = swept
+    # two workers, each loaded the model once and switched pruner / ratio for its tasks
+    assert summary["done"] == 10 and summary["model_loads"] == summary["worker_processes"] == 2
     _assert_same_as_serial(swept, serial, bags)
     report = (swept / "report.md").read_text()
     for row in ("unpruned", "fastv, 50% kept", "random, 17% kept"):
@@ -112,15 +124,17 @@ def test_a_sweep_equals_the_serial_replays_record_for_record(swept, serial, bags
 
 
 def _snapshot(root) -> dict:
-    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-            and p.name != "report.md" and p.suffix != ".png" and p.parent != root}
+    """Every run folder's files (the sweep-level report is rewritten by design)."""
+    return {p: p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.parent != root and p.name != "report.md" and p.suffix != ".png"}
 
 
 def test_a_rerun_recomputes_nothing(swept, bags, tiny_model_dir, capsys):
+    swept = swept[0]
     before = _snapshot(swept)
     capsys.readouterr()
     assert _sweep(bags, tiny_model_dir, swept) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = _summary(capsys)
     assert summary["skipped"] == summary["tasks"] == 10 and summary["done"] == 0
     assert _snapshot(swept) == before
 
@@ -189,7 +203,7 @@ def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_p
 
 
 def test_without_ray_sweep_says_how_to_install_it(bags, tiny_model_dir, tmp_path, capsys,
-                                                   monkeypatch):
+                                                  monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)       # import ray -> ImportError
     assert _sweep(bags, tiny_model_dir, tmp_path / "S") == 2
     err = capsys.readouterr().err.strip().splitlines()

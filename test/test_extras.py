@@ -44,7 +44,7 @@ def _ros_importable() -> bool:
 
 
 def test_core_runs_replay_and_plan_and_commands_name_their_extra(scene_dir, tiny_model_dir,
-                                                                tmp_path):
+                                                                 tmp_path):
     bag = converted_bag(scene_dir, max_keyframes=2)
     image = REPO / "fastdrivevla_ros" / "demo_data" / "CAM_FRONT.jpg"
     script = SCRIPT.format(optional=OPTIONAL, bag=str(bag), model=str(tiny_model_dir),

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     report = write_sweep_report(args.out, settings, task_list, spec.convention)
     print(json.dumps({"tasks": state.total, "skipped": state.skipped, "done": state.done,
                       "failed": len(state.failed), "keyframes_planned": state.planned,
+                      "worker_processes": len(state.workers),
+                      "model_loads": sum(w["loads"] for w in state.workers.values()),
                       "report": str(report)}))
     if state.failed:
         from fastdrivevla_ros.errors import DataError

@@ -92,7 +92,8 @@ def grid(pruners: list[str], ratios: list[float], options: dict | None = None) -
         if pruner_class(name).keeps_all:
             out.append(Setting(name, None, options.get(name) or {}))
         else:
-            out += [Setting(name, float(r), options.get(name) or {}) for r in dict.fromkeys(ratios)]
+            out += [Setting(name, float(r), options.get(name) or {})
+                    for r in dict.fromkeys(ratios)]
     return list(dict.fromkeys(out))
 
 
@@ -146,7 +147,7 @@ class Worker:
 
         if threads:
             torch.set_num_threads(threads)
-        self.spec, self.engine, self.error, self.loads = spec, None, None, 0
+        self.spec, self.engine, self.error, self.loads, self.tasks = spec, None, None, 0, 0
         try:
             from fastdrivevla_ros.vla.engine import DrivingVLA
 
@@ -170,7 +171,9 @@ class Worker:
         metrics = replay_bag(task.bag, self.engine, task.out, limit=spec.limit,
                              name=spec.convention, model=spec.model, pruner_options=s.options,
                              on_error=spec.on_error, progress=False)
-        return {"pid": os.getpid(), "loads": self.loads, "frames": metrics["frames"],
+        self.tasks += 1
+        return {"pid": os.getpid(), "loads": self.loads, "tasks": self.tasks,
+                "frames": metrics["frames"],
                 "planned": metrics["frames"] - before, "seconds": time.perf_counter() - t0}
 
 
@@ -210,7 +213,7 @@ class Progress:
     done: int = 0
     failed: dict = field(default_factory=dict)    # task out dir -> reason
     planned: int = 0                               # keyframes planned by this run
-    worker_loads: dict = field(default_factory=dict)   # pid -> model loads
+    workers: dict = field(default_factory=dict)   # worker pid -> {loads, tasks} of the model
 
 
 def run_sweep(task_list: list[Task], spec: SweepSpec, *, workers: int = 2,
@@ -279,7 +282,7 @@ def _dispatch(ray, actors: list, pending: list[Task], state: Progress, progress:
                 else:
                     state.done += 1
                     state.planned += out["planned"]
-                    state.worker_loads[out["pid"]] = out["loads"]
+                    state.workers[out["pid"]] = {"loads": out["loads"], "tasks": out["tasks"]}
                 bar.update(1)
 
 
@@ -321,8 +324,8 @@ def write_sweep_report(out_dir, settings: list[Setting], task_list: list[Task],
     for m in runs:
         write_json(out / m["setting"] / METRICS, m)
     title = f"Sweep: {len(runs)} settings x {len({t.bag for t in task_list})} bags"
-    (out / "report.md").write_text(markdown(others or runs, base if others else None, title)
-                                   + _plot_links(), encoding="utf-8")
+    text = markdown(others or runs, base if others else None, title) + _plot_links()
+    (out / "report.md").write_text(text, encoding="utf-8")
     plot_metrics_vs_kept(others, out / "metrics_vs_kept.png", base)
     plot_latency_vs_ratio(runs, out / "latency_vs_ratio.png")
     plot_l2_horizon(runs, out / "l2_horizon.png")
@@ -332,4 +335,3 @@ def write_sweep_report(out_dir, settings: list[Setting], task_list: list[Task],
 def _plot_links() -> str:
     return ("\n![metrics vs kept tokens](metrics_vs_kept.png)\n\n"
             "![latency vs ratio](latency_vs_ratio.png)\n\n![L2 per horizon](l2_horizon.png)\n")
-
