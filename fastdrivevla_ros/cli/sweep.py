@@ -90,6 +90,8 @@ def resolve(args: argparse.Namespace):
     if not values["model"]:
         raise ConfigError("--model is required (or --config setting it)")
     _check_path(values["model"], "--model", may_be_hub_id=True)
+    if args.gpus_per_worker and values["device"] == "auto":
+        values["device"] = "cuda"        # resolved for the workers' GPUs, not this machine's
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
     settings = grid(pruners, _floats(args.ratios), parse_options(args.options))
     engine = engine_kwargs(values | {"pruner": "none", "pruner_options": "",

@@ -240,8 +240,6 @@ def run_sweep(task_list: list[Task], spec: SweepSpec, *, workers: int = 2,
 def _start_workers(ray, spec: SweepSpec, n: int, gpus: float, threads: int | None) -> list:
     remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=RETRIES,
                         max_task_retries=RETRIES)(Worker)
-    if gpus:
-        spec.engine = spec.engine | {"device": "cuda"}
     actors = [remote.remote(spec, threads) for _ in range(n)]
     try:
         info = ray.get([a.ready.remote() for a in actors])
