@@ -202,6 +202,28 @@ def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_p
     assert not out.exists() or not any(out.rglob("predictions.jsonl"))
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--ratios", "0"], "ratios must lie in (0, 1)"),
+    (["--pruners", "fastv,nope"], "unknown pruner 'nope'"),
+    (["--options", 'divprune={"x": 1}'], "options given for pruners not in the sweep"),
+    (["--options", "fastv={bad"], "not valid JSON"),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_mistakes_are_one_line_before_anything_starts(extra, message, bags, tiny_model_dir,
+                                                      tmp_path, capsys):
+    args = ["sweep", *map(str, bags), "--model", str(tiny_model_dir), "--out",
+            str(tmp_path / "S"), "--pruners", "fastv", "--ratios", "0.5", *FLAGS]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "S").exists()
+
+
 def test_without_ray_sweep_says_how_to_install_it(bags, tiny_model_dir, tmp_path, capsys,
                                                   monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)       # import ray -> ImportError
