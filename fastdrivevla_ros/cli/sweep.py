@@ -28,10 +28,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruners", required=True, metavar="A,B",
                    help="pruners to compare, comma-separated (`none`, the baseline, is always "
                    "run once)")
-    p.add_argument("--ratios", default="", metavar="R,S",
+    p.add_argument("--ratios", metavar="R,S",
                    help="pruning ratios in (0, 1), comma-separated, each run with every "
                    "pruner that prunes")
-    p.add_argument("--options", action="append", default=[], metavar="PRUNER=JSON",
+    p.add_argument("--options", action="append", metavar="PRUNER=JSON",
                    help="constructor options of one pruner as `plan --pruner-options` takes "
                    "them, e.g. fastv='{\"layer\": 3}' or recon='{\"weights\": \"DIR\"}'; "
                    "repeat per pruner")
@@ -43,7 +43,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="Ray actors, each loading the model once (one CPU each)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
-                   help="GPUs per worker (e.g. 1, or 0.5 to share one); > 0 runs on CUDA")
+                   help="GPUs per worker (e.g. 1, or 0.5 to share one); > 0 runs on CUDA "
+                   "(default: 0, CPU)")
     p.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
                    help="torch intra-op threads per worker (CPU runs)")
     p.add_argument("--convention", default=DEFAULT_CONVENTION, choices=sorted(CONVENTIONS),
@@ -93,7 +94,7 @@ def resolve(args: argparse.Namespace):
     if args.gpus_per_worker and values["device"] == "auto":
         values["device"] = "cuda"        # resolved for the workers' GPUs, not this machine's
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
-    settings = grid(pruners, _floats(args.ratios), parse_options(args.options))
+    settings = grid(pruners, _floats(args.ratios or ""), parse_options(args.options or []))
     engine = engine_kwargs(values | {"pruner": "none", "pruner_options": "",
                                      "pruner_weights": "", "untrained": False})
     engine.pop("pruner"), engine.pop("pruner_options")
