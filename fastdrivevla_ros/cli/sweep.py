@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                       "failed": len(state.failed), "keyframes_planned": state.planned,
                       "worker_processes": len(state.workers),
                       "model_loads": sum(w["loads"] for w in state.workers.values()),
-                      "report": str(report)}))
+                      "report": str(report) if report else None}))
     if state.failed:
         from fastdrivevla_ros.errors import DataError
 

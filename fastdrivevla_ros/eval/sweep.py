@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastdrivevla_ros.errors import CheckpointError, ConfigError, DataError, FastDriveError, \
+from fastdrivevla_ros.errors import CheckpointError, ConfigError, FastDriveError, \
     require_extra
 from fastdrivevla_ros.eval.replay import replay_bag, run_manifest
 from fastdrivevla_ros.eval.report import markdown, plot_l2_horizon
@@ -81,8 +81,6 @@ def grid(pruners: list[str], ratios: list[float], options: dict | None = None) -
     unknown = sorted(set(options) - set(pruners) - {BASELINE})
     if unknown:
         raise ConfigError(f"options given for pruners not in the sweep: {', '.join(unknown)}")
-    if not ratios:
-        raise ConfigError("give at least one ratio")
     for r in ratios:
         if not 0.0 < r < 1.0:
             raise ConfigError(f"ratios must lie in (0, 1), got {r}")
@@ -91,6 +89,8 @@ def grid(pruners: list[str], ratios: list[float], options: dict | None = None) -
         check_pruner(name, options.get(name))
         if pruner_class(name).keeps_all:
             out.append(Setting(name, None, options.get(name) or {}))
+        elif not ratios:
+            raise ConfigError(f"pruner {name!r} prunes: give --ratios")
         else:
             out += [Setting(name, float(r), options.get(name) or {})
                     for r in dict.fromkeys(ratios)]
@@ -307,16 +307,16 @@ def setting_metrics(settings: list[Setting], task_list: list[Task], convention: 
 
 
 def write_sweep_report(out_dir, settings: list[Setting], task_list: list[Task],
-                       convention: str) -> Path:
+                       convention: str) -> Path | None:
     """SWEEP/report.md (Table 1 over all settings, baseline first), metrics.json per setting
     and the plots: each metric at 1/2/3 s vs kept tokens (a line per pruner), latency vs
-    ratio, L2 per horizon."""
+    ratio, L2 per horizon. None when no setting has finished yet."""
     from fastdrivevla_ros.eval.report import plot_latency_vs_ratio, plot_metrics_vs_kept
 
     out = Path(out_dir)
     runs = setting_metrics(settings, task_list, convention)
     if not runs:
-        raise DataError(f"no finished setting in {out}")
+        return None
     base = next((m for m in runs if m["setting"] == BASELINE), None)
     others = [m for m in runs if m is not base]
     for m in runs:
