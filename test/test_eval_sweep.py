@@ -205,7 +205,7 @@ def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_p
 @pytest.mark.parametrize("extra, message", [
     (["--ratios", "0"], "ratios must lie in (0, 1)"),
     (["--pruners", "fastv,nope"], "unknown pruner 'nope'"),
-    (["--options", 'divprune={"x": 1}'], "options given for pruners not in the sweep"),
+    (["--options", 'random={"seed": 1}'], "options given for pruners not in the sweep"),
     (["--options", "fastv={bad"], "not valid JSON"),
     (["--workers", "0"], "--workers must be >= 1"),
 ])
