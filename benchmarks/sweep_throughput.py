@@ -108,6 +108,9 @@ def main() -> None:
     state = run_sweep(task_list, spec, workers=args.workers, threads=1, progress=False)
     runs["sweep"] = {"seconds": time.perf_counter() - t0, "workers": args.workers,
                      "ray_start_s": round(ray_start, 2),
+                     "workers_start_and_load_s": round(state.start_s, 2),
+                     "tasks_s": round(state.run_s, 2),
+                     "keyframes_per_s_once_loaded": round(keyframes / state.run_s, 3),
                      "worker_processes": len(state.workers),
                      "model_loads_per_worker": [w["loads"] for w in state.workers.values()],
                      "tasks_per_worker": [w["tasks"] for w in state.workers.values()],
@@ -122,6 +125,7 @@ def main() -> None:
            "bags": len(bags), "model": "tiny" if not args.model else str(model),
            "max_pixels": args.max_pixels, "max_new_tokens": args.max_new_tokens, "runs": runs,
            "speedup_vs_best_serial": round(runs["sweep"]["keyframes_per_s"] / best, 2),
+           "speedup_once_loaded": round(runs["sweep"]["keyframes_per_s_once_loaded"] / best, 2),
            "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
            "python": platform.python_version()}
     print(json.dumps(doc, indent=1))

@@ -214,6 +214,8 @@ class Progress:
     failed: dict = field(default_factory=dict)    # task out dir -> reason
     planned: int = 0                               # keyframes planned by this run
     workers: dict = field(default_factory=dict)   # worker pid -> {loads, tasks} of the model
+    start_s: float = 0.0           # Ray start + workers started and their models loaded
+    run_s: float = 0.0             # then running the tasks
 
 
 def run_sweep(task_list: list[Task], spec: SweepSpec, *, workers: int = 2,
@@ -224,11 +226,14 @@ def run_sweep(task_list: list[Task], spec: SweepSpec, *, workers: int = 2,
     state = Progress(len(task_list), skipped=len(task_list) - len(pending))
     if not pending:
         return state
+    t0 = time.perf_counter()
     ray, owned = start_ray(address, workers)
     actors = []
     try:
         actors = _start_workers(ray, spec, min(workers, len(pending)), gpus_per_worker, threads)
+        state.start_s = time.perf_counter() - t0
         _dispatch(ray, actors, pending, state, progress)
+        state.run_s = time.perf_counter() - t0 - state.start_s
     finally:
         for actor in actors:
             ray.kill(actor)
