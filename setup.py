@@ -7,6 +7,18 @@ from glob import glob
 
 from setuptools import find_packages, setup
 
+# extras by use: `pip install "fastdrivevla_ros[nuscenes]"` etc.; `make` installs [all,test]
+NUSCENES = ["nuscenes-devkit>=1.1.11"]          # convert, foreground-masks (brings OpenCV)
+EXTRAS = {
+    "nuscenes": NUSCENES,
+    "train": NUSCENES + ["accelerate>=1.0", "pytorch-msssim>=1.0"],    # train-pruner
+    "search": ["optuna>=4.0"],                                         # search-budgets
+    "cluster": ["ray>=2.40"],                                          # sweep
+}
+EXTRAS["all"] = sorted({d for deps in EXTRAS.values() for d in deps})
+EXTRAS["test"] = ["pytest>=8", "pydocstyle>=6", "psutil>=5", "mcap>=1.2",
+                  "mcap-ros2-support>=0.5"]
+
 setup(
     name="fastdrivevla_ros",
     version="0.1.0",
@@ -19,6 +31,8 @@ setup(
     # message definitions, found by the rosbags typestore in non-editable installs too
     data_files=[("share/fastdrivevla_ros/msg", glob("msg/*.msg")),
                 ("share/fastdrivevla_ros/config", glob("config/*.yaml"))],
+    # the core: what the drive node, `plan`, `replay`, `merge`, `report`, `bench` and `demo`
+    # need; everything else is an extra, named by the command that needs it when missing
     install_requires=[
         "torch>=2.4",
         # the tested window; the same as fastdrivevla_ros/compat.py (checked at load time),
@@ -36,15 +50,9 @@ setup(
         "filelock>=3.12",
         "matplotlib>=3.8",
         "xgrammar>=0.1.20",
-        "accelerate>=1.0",
-        "pytorch-msssim>=1.0",
-        "optuna>=4.0",
         "rosbags>=0.10",
-        "mcap>=1.2",
-        "mcap-ros2-support>=0.5",
-        "nuscenes-devkit>=1.1.11",
-        "shapely>=2.0",
+        "shapely>=2.0",               # collision / intersection metrics of replay
     ],
-    extras_require={"test": ["pytest>=8", "pydocstyle>=6"]},
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["fastdrivevla = fastdrivevla_ros.cli:main"]},
 )

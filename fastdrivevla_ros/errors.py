@@ -23,3 +23,15 @@ class MissingInputError(InputError):
 
 class DataError(FastDriveError):
     """A dataset, bag or file on disk is missing or malformed."""
+
+
+def require_extra(module: str, extra: str, what: str):
+    """Import and return `module`, or raise ConfigError naming the pip extra that installs it
+    (the core install leaves out what only some commands need)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{what} needs {module.split('.')[0]}, which is not installed: "
+                          f'pip install "fastdrivevla_ros[{extra}]"') from None

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "write a tiny random Qwen2.5-VL checkpoint (offline) for tests/demo"),
     "convert": ("fastdrivevla_ros.cli.convert", "convert nuScenes scenes into a ROS 2 bag"),
     "replay": ("fastdrivevla_ros.cli.replay", "evaluate a model + pruner by replaying a bag"),
+    "sweep": ("fastdrivevla_ros.cli.sweep",
+              "every pruner x ratio x bag on Ray (local, or a cluster with --address)"),
     "merge": ("fastdrivevla_ros.cli.merge", "merge the shard runs of one replay evaluation"),
     "report": ("fastdrivevla_ros.cli.report", "compare replay runs: Table 1 + plots"),
     "plan": ("fastdrivevla_ros.cli.plan",

@@ -6,6 +6,7 @@ import argparse
 
 from fastdrivevla_ros.data.nuscenes_bag import BAG_VERSION, convert, DEFAULT_PATCH_M, \
     DEFAULT_PATCH_RES, STORAGES
+from fastdrivevla_ros.errors import require_extra
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("nuscenes", "nuscenes", "fastdrivevla convert")
     stats = convert(args.dataroot, args.version, args.out, scenes=args.scenes, split=args.split,
                     storage=args.storage, distro=args.distro, sweeps=args.sweeps,
                     patch_m=args.patch_size, patch_res=args.patch_resolution,

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from fastdrivevla_ros.data.foreground import FOREGROUND_CATEGORIES, write_masks
+from fastdrivevla_ros.errors import require_extra
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -50,6 +51,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastdrivevla_ros.cli.settings import check_out_dir
 
+    require_extra("nuscenes", "nuscenes", "fastdrivevla foreground-masks")
     check_out_dir(args.out)
     stats = write_masks(args.dataroot, args.version, args.out, split=args.split,
                         scenes=args.scenes, cameras=tuple(args.cameras),

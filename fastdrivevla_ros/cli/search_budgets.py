@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings, \
     yaml_values
-from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.errors import ConfigError, require_extra
 from fastdrivevla_ros.eval.budget_search import check_search, check_search_folder, \
     DEFAULT_LAMBDA, RATE_RANGE, search_budgets, search_settings, write_config, write_search_json
 
@@ -38,6 +38,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("optuna", "search", "fastdrivevla search-budgets")
     from fastdrivevla_ros.data.bag_reader import BagFrames
     from fastdrivevla_ros.vla.engine import DrivingVLA
     from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
-from fastdrivevla_ros.errors import ConfigError
+from fastdrivevla_ros.errors import ConfigError, require_extra
 
 TRAIN_SETTINGS = ("model", "max_pixels", "image_width", "image_height")
 
@@ -103,6 +103,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
+
+    for module in ("accelerate", "pytorch_msssim", "nuscenes"):
+        require_extra(module, "train", "fastdrivevla train-pruner")
 
     from fastdrivevla_ros.training.trainer import TrainConfig, train
     from fastdrivevla_ros.vla.settings import image_size

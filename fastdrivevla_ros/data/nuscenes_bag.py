@@ -239,12 +239,18 @@ def _read_file(dataroot: Path, record: dict) -> bytes:
         raise DataError(f"cannot read {path}: {e}") from e
 
 
+def _keyframes(scene: SceneTruth, first: int, count: int | None) -> range:
+    """The keyframe indices of `scene` a bag holds: `count` (None: all) from `first` on."""
+    n = len(scene.samples)
+    return range(min(first, n), min(n, first + (count or n)))
+
+
 def _check_files(dataroot: Path, scenes: list[SceneTruth], sweeps: bool,
-                 max_keyframes: int | None) -> int:
+                 keyframes: tuple[int, int | None]) -> int:
     """Every image file the bag will need exists (fail before writing anything)."""
     n = 0
     for scene in scenes:
-        for k in range(min(len(scene.samples), max_keyframes or len(scene.samples))):
+        for k in _keyframes(scene, *keyframes):
             for sd in scene.camera_records(k, sweeps):
                 if not (dataroot / sd["filename"]).is_file():
                     hint = " (drop --sweeps to convert keyframes only)" if sweeps and \
@@ -306,12 +312,13 @@ class SceneConverter:
         ]
         return items
 
-    def write_scene(self, scene: SceneTruth, progress, max_keyframes: int | None = None) -> None:
+    def write_scene(self, scene: SceneTruth, progress,
+                    keyframes: tuple[int, int | None] = (0, None)) -> None:
         drivable = drivable_source(self.dataroot, scene.location, _raster_path(scene),
                                    scene.bounds_xy(margin=self.patch_m * math.sqrt(0.5) + 5))
         first = min(_stamp(sd["timestamp"]) for sd in scene.camera_records(0))
         self.static_tf(scene, min(first, _stamp(scene.poses[0].utime)))
-        for k in range(min(len(scene.samples), max_keyframes or len(scene.samples))):
+        for k in _keyframes(scene, *keyframes):
             for ns, _, topic, make in sorted(self.keyframe_messages(scene, k, drivable),
                                              key=lambda item: item[:2]):
                 self.out.write(topic, ns, make())
@@ -385,11 +392,12 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
             sweeps: bool = False, patch_m: float = DEFAULT_PATCH_M,
             patch_res: float = DEFAULT_PATCH_RES, overwrite: bool = False,
             compress: bool = True, max_keyframes: int | None = None,
-            progress: bool = True) -> ConvertStats:
+            progress: bool = True, first_keyframe: int = 0) -> ConvertStats:
     """Convert the selected scenes into one bag directory at `out` (see module docstring).
 
-    max_keyframes: write only the first N keyframes of each scene (quick smoke-test bags;
-    their ground-truth futures still use the keyframes after them)."""
+    max_keyframes: write only N keyframes of each scene, from `first_keyframe` on (quick
+    smoke-test bags, or a scene split into bags; ground-truth futures and ego histories still
+    use the keyframes around them)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -397,6 +405,8 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
     grid_cells(patch_m, patch_res)   # validate before touching anything
     if max_keyframes is not None and max_keyframes < 1:
         raise ConfigError(f"--max-keyframes must be >= 1, got {max_keyframes}")
+    if first_keyframe < 0:
+        raise ConfigError(f"the first keyframe must be >= 0, got {first_keyframe}")
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists (pass --overwrite to replace it)")
     if not out.parent.is_dir():
@@ -405,8 +415,9 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
     records = select_scenes(nusc, scenes, split)
     truths = sorted((SceneTruth(nusc, s, dataroot) for s in records),
                     key=lambda t: t.poses[0].utime)     # the bag runs forward in time
-    _check_files(dataroot, truths, sweeps, max_keyframes)
-    total = sum(min(len(t.samples), max_keyframes or len(t.samples)) for t in truths)
+    keyframes = (first_keyframe, max_keyframes)
+    _check_files(dataroot, truths, sweeps, keyframes)
+    total = sum(len(_keyframes(t, *keyframes)) for t in truths)
     with staged_bag(out) as tmp:
         writer = BagWriter(tmp, storage, distro, compress)
         try:
@@ -414,7 +425,7 @@ def convert(dataroot: Path | str, version: str, out: Path | str, scenes: list[st
             converter = SceneConverter(writer, dataroot, patch_m, patch_res, sweeps)
             with tqdm(total=total, desc="convert", unit="keyframe", disable=not progress) as bar:
                 for scene in truths:
-                    converter.write_scene(scene, bar, max_keyframes)
+                    converter.write_scene(scene, bar, keyframes)
             writer.close()
         except BaseException:
             writer.abort()

@@ -13,7 +13,8 @@ from pathlib import Path
 from fastdrivevla_ros.errors import ConfigError, DataError
 from fastdrivevla_ros.eval.run_folder import MANIFEST, manifest_differences, open_run_folder, \
     write_json
-from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
+from fastdrivevla_ros.eval.report import finish_run
+from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
 
 
 def _load_run(run_dir: Path) -> tuple[dict, PredictionStore]:

@@ -20,7 +20,8 @@ from fastdrivevla_ros.errors import ConfigError, DataError, InputError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, convention, sample_metrics
 from fastdrivevla_ros.eval.run_folder import MANIFEST, bag_id, code_version, open_run_folder, \
     weights_identity, write_json
-from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore, finish_run
+from fastdrivevla_ros.eval.report import finish_run
+from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
 from fastdrivevla_ros.vla.draft import PreviousPlan
 
 GT_PRUNER = "ground_truth"

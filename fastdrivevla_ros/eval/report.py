@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from fastdrivevla_ros.errors import ConfigError, DataError
-from fastdrivevla_ros.files import save_figure, write_text
+from fastdrivevla_ros.eval.store import METRICS, PREDICTIONS, PredictionStore, run_metrics
+from fastdrivevla_ros.files import json_safe, save_figure, write_json, write_text
 
 GROUPS = (("l2_cm", "L2 (cm) ↓"), ("collision_pct", "Collision (%) ↓"),
           ("intersection_pct", "Intersection (%) ↓"))
@@ -199,6 +200,57 @@ def plot_vs_ratio(runs: list[dict], path: Path, baseline: dict | None = None) ->
     plt.close(fig)
 
 
+def _by_pruner(runs: list[dict]) -> dict[str, list[dict]]:
+    """{pruner: its runs, fewest tokens pruned first}."""
+    out: dict[str, list[dict]] = {}
+    for m in runs:
+        out.setdefault(m.get("pruner", "?"), []).append(m)
+    return {p: sorted(ms, key=pruned_share) for p, ms in sorted(out.items())}
+
+
+def plot_metrics_vs_kept(runs: list[dict], path: Path, baseline: dict | None = None) -> None:
+    """L2 / collision / intersection at 1, 2 and 3 s (a panel each) against the share of
+    visual tokens kept, one line per pruner (the paper's ratio curves); baseline dashed."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(GROUPS), 3, figsize=(12, 9), squeeze=False)
+    for row, (key, title) in enumerate(GROUPS):
+        for col, horizon in enumerate(KEYS[:3]):
+            ax = axes[row][col]
+            for pruner, ms in _by_pruner(runs).items():
+                ax.plot([100 * (1 - pruned_share(m)) for m in ms],
+                        [(m.get(key) or {}).get(horizon) for m in ms], marker="o", label=pruner)
+            base = ((baseline or {}).get(key) or {}).get(horizon)
+            if base is not None:
+                ax.axhline(base, color="k", ls="--", lw=1, label="unpruned")
+            ax.set_title(f"{title} at {horizon}", fontsize=9)
+            ax.set_xlabel("visual tokens kept (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency_vs_ratio(runs: list[dict], path: Path) -> None:
+    """Mean plan latency (ms) against the share of visual tokens pruned, one line per pruner
+    (the unpruned run is the point at 0 %)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for pruner, ms in _by_pruner(runs).items():
+        ax.plot([100 * pruned_share(m) for m in ms],
+                [(m.get("timings_ms_mean") or {}).get("total") for m in ms], marker="o",
+                label=pruner)
+    ax.set_xlabel("visual tokens pruned (%)")
+    ax.set_ylabel("plan latency (ms, mean)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def load_metrics(run_dir) -> dict:
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
@@ -220,8 +272,6 @@ def _scored(records: list[dict]) -> set[str]:
 
 
 def _records(run_dir) -> list[dict]:
-    from fastdrivevla_ros.eval.store import PREDICTIONS, PredictionStore
-
     path = Path(run_dir) / PREDICTIONS
     if not path.is_file():
         raise DataError(f"no {PREDICTIONS} in {run_dir}: not a replay run directory")
@@ -230,8 +280,6 @@ def _records(run_dir) -> list[dict]:
 
 def _rescored(metrics: dict, records: list[dict], common: set[str]) -> dict:
     """metrics recomputed on the records of `common` samples only."""
-    from fastdrivevla_ros.eval.store import run_metrics
-
     spec = metrics | {"settings": {"view_ratios": metrics.get("view_ratios")}}
     return run_metrics([r for r in records if r["token"] in common], spec,
                        metrics["convention"])
@@ -286,6 +334,20 @@ def check_report_out(out_dir) -> None:
         if (out / name).exists():
             raise ConfigError(f"--out {out} is a replay run folder (it has {name}): its own "
                               "report.md and plots would be overwritten; use another --out")
+
+
+def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
+               throughput: float | None = None) -> dict:
+    """metrics.json + report.md + plots for a run (or merged) directory; `spec` holds at least
+    bag, pruner, pruning_ratio, model and convention (the manifest does)."""
+    # strict JSON values everywhere (an empty shard's means are None, never nan)
+    metrics = json_safe(run_metrics(records, spec, spec["convention"], throughput))
+    for key in ("keyframes_in_shard", "complete"):       # a --limit run says it is partial
+        if key in spec:
+            metrics[key] = spec[key]
+    write_json(out_dir / METRICS, metrics)
+    write_run_report(out_dir, metrics, baseline, records)
+    return metrics
 
 
 def _key(run_dir) -> str:

@@ -2,7 +2,8 @@
 
   predictions.jsonl   one line per keyframe: token, waypoints, status, timings, per-step metrics
   metrics.json        samples, convention, l2_cm, collision_pct, intersection_pct (1s/2s/3s/avg)
-  report.md, *.png    the paper's Table 1 layout and plots (eval/report.py)
+  report.md, *.png    the paper's Table 1 layout and plots (eval/report.py, which imports
+                      this module; never the other way round)
 
 Each record is appended and flushed at once, so a killed run resumes where it stopped (a
 truncated last line is discarded).
@@ -18,7 +19,7 @@ import numpy as np
 
 from fastdrivevla_ros.errors import DataError
 from fastdrivevla_ros.eval.metrics import summarize
-from fastdrivevla_ros.files import json_safe, naming, write_json
+from fastdrivevla_ros.files import naming
 
 PREDICTIONS, METRICS = "predictions.jsonl", "metrics.json"
 
@@ -119,22 +120,6 @@ def _view_counts(view: dict) -> tuple[int, int]:
 
 def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
-
-
-def finish_run(out_dir: Path, records: list[dict], spec: dict, baseline=None,
-               throughput: float | None = None) -> dict:
-    """metrics.json + report.md + plots for a run (or merged) directory; `spec` holds at least
-    bag, pruner, pruning_ratio, model and convention (the manifest does)."""
-    from fastdrivevla_ros.eval.report import write_run_report
-
-    # strict JSON values everywhere (an empty shard's means are None, never nan)
-    metrics = json_safe(run_metrics(records, spec, spec["convention"], throughput))
-    for key in ("keyframes_in_shard", "complete"):       # a --limit run says it is partial
-        if key in spec:
-            metrics[key] = spec[key]
-    write_json(out_dir / METRICS, metrics)
-    write_run_report(out_dir, metrics, baseline, records)
-    return metrics
 
 
 def _fmt(d: dict) -> str:

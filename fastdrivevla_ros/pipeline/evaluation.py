@@ -65,7 +65,8 @@ from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
 from fastdrivevla_ros.eval.run_folder import (
     bag_id, check_resumable, claim, code_version, lock_run_folder, MANIFEST,
     manifest_differences, read_manifest, write_json)
-from fastdrivevla_ros.eval.store import finish_run, METRICS, PREDICTIONS, PredictionStore
+from fastdrivevla_ros.eval.report import finish_run
+from fastdrivevla_ros.eval.store import METRICS, PREDICTIONS, PredictionStore
 
 SOURCE = 'ros replay_evaluator'      # the manifest's writer (the CLI's is 'fastdrivevla replay')
 # settings a prediction depends on that a PlannedTrajectory does not carry
