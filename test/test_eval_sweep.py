@@ -189,10 +189,13 @@ def test_a_worker_killed_mid_sweep_leaves_the_same_records(bags, tiny_model_dir,
 def test_a_model_that_cannot_load_is_one_line_exit_2(bags, tiny_model_dir, tmp_path, capsys):
     import shutil
 
+    # passes every check made before the sweep starts (config, weights' headers, tokenizer),
+    # so the workers themselves fail: the weights do not fit the config's shapes
     broken = tmp_path / "model"
     shutil.copytree(tiny_model_dir, broken)
-    for weights in broken.glob("*.safetensors"):
-        weights.write_bytes(b"not safetensors")
+    config = json.loads((broken / "config.json").read_text())
+    config["text_config"]["intermediate_size"] *= 2
+    (broken / "config.json").write_text(json.dumps(config))
     out = tmp_path / "S"
     started = time.monotonic()
     assert _sweep(bags, broken, out, "random", "0.5") == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fastdrivevla_ros.cli.settings import add_settings, resolve_settings
+from fastdrivevla_ros.cli.settings import add_settings, check_out_dir, resolve_settings
 from fastdrivevla_ros.errors import ConfigError
 
 # chosen per setting by --pruners / --ratios / --options instead of one value for the run
@@ -77,7 +77,6 @@ def _floats(text: str) -> list[float]:
 
 def resolve(args: argparse.Namespace):
     """Flags > --config YAML > schema -> (settings grid, tasks, SweepSpec); all checked."""
-    from fastdrivevla_ros.cli.replay import _check_path
     from fastdrivevla_ros.eval.sweep import grid, SweepSpec, tasks
     from fastdrivevla_ros.vla.settings import engine_kwargs, ENGINE_KEYS
 
@@ -90,7 +89,7 @@ def resolve(args: argparse.Namespace):
     values = resolve_settings(args, [k for k in ENGINE_KEYS if k not in PER_SETTING])
     if not values["model"]:
         raise ConfigError("--model is required (or --config setting it)")
-    _check_path(values["model"], "--model", may_be_hub_id=True)
+    check_out_dir(args.out)
     if args.gpus_per_worker and values["device"] == "auto":
         values["device"] = "cuda"        # resolved for the workers' GPUs, not this machine's
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
