@@ -87,9 +87,13 @@ def write_json(path, data, indent: int | None = 1) -> None:
 
 
 def save_figure(fig, path, **kwargs) -> None:
-    """matplotlib's savefig, atomically."""
+    """matplotlib's savefig after tight_layout, atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, **kwargs)
+    plt.close(fig)
 
 
 def _cache_file() -> Path:

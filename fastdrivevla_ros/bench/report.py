@@ -184,9 +184,7 @@ def plot_prefill_vs_tokens(doc: dict, path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -242,9 +240,7 @@ def plot_scaling(doc: dict, path: Path) -> Path:
         ax.legend(fontsize=8)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-    fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -54,9 +54,7 @@ def plot_trajectory(history: EgoHistory, waypoints: np.ndarray, path: Path, titl
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

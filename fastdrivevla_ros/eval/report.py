@@ -172,9 +172,7 @@ def plot_l2_horizon(runs: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def plot_vs_ratio(runs: list[dict], path: Path, baseline: dict | None = None) -> None:
@@ -195,9 +193,7 @@ def plot_vs_ratio(runs: list[dict], path: Path, baseline: dict | None = None) ->
         ax.set_xlabel("visual tokens pruned (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    plt.close(fig)
 
 
 def _by_pruner(runs: list[dict]) -> dict[str, list[dict]]:
@@ -227,9 +223,7 @@ def plot_metrics_vs_kept(runs: list[dict], path: Path, baseline: dict | None = N
             ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_latency_vs_ratio(runs: list[dict], path: Path) -> None:
@@ -246,9 +240,7 @@ def plot_latency_vs_ratio(runs: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def load_metrics(run_dir) -> dict:
