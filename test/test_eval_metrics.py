@@ -250,4 +250,5 @@ def test_rel_is_the_baseline_over_the_run_as_in_the_paper_table():
     # collision (0, .18, .74) vs (0, .13, .60) -> 79.3 % from the unrounded averages
     assert relative(32.2933, 31.8267) == pytest.approx(98.6, abs=0.05)
     assert relative((0 + 0.18 + 0.74) / 3, (0 + 0.13 + 0.60) / 3) == pytest.approx(79.3, abs=0.05)
-    assert relative(0.0, 0.0) == 100.0 and relative(0.0, 1.0) is None
+    # a run scoring 0 gives no ratio, also when the baseline scores 0 too (issue 21)
+    assert relative(0.0, 0.0) is None and relative(0.0, 1.0) is None
