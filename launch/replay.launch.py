@@ -131,8 +131,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('rate', default_value='0.2',
                               description='realtime mode: bag play rate'),
         DeclareLaunchArgument('keyframe_timeout_s', default_value='120.0',
-                              description="lockstep mode: wall-clock seconds to wait for a "
-                              "keyframe's plan before playing the next (counted as missing)"),
+                              description='lockstep mode: wall-clock seconds to wait for a '
+                              'keyframe plan before playing the next (counted as missing)'),
         DeclareLaunchArgument('output_dir', default_value='out/ros_replay',
                               description='evaluation run directory'),
         DeclareLaunchArgument('match_tolerance_s', default_value='0.1',

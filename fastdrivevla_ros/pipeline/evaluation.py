@@ -62,10 +62,10 @@ from typing import Any, Callable
 
 from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.eval.metrics import DEFAULT_CONVENTION, sample_metrics
+from fastdrivevla_ros.eval.report import finish_run
 from fastdrivevla_ros.eval.run_folder import (
     bag_id, check_resumable, claim, code_version, lock_run_folder, MANIFEST,
     manifest_differences, read_manifest, write_json)
-from fastdrivevla_ros.eval.report import finish_run
 from fastdrivevla_ros.eval.store import METRICS, PREDICTIONS, PredictionStore
 
 SOURCE = 'ros replay_evaluator'      # the manifest's writer (the CLI's is 'fastdrivevla replay')
@@ -154,7 +154,7 @@ class SettingsRun:
     expected: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, out_dir: Path, manifest: dict) -> 'SettingsRun':
+    def acquire(cls, out_dir: Path, manifest: dict) -> 'SettingsRun':
         """Lock and claim `out_dir` for `manifest`; ConfigError if it holds another run."""
         check_resumable(out_dir, manifest)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,8 +307,8 @@ class StreamEvaluator:
         base = f"{manifest['pruner']}-{manifest['pruning_ratio']:.2f}"
         for n in itertools.count(1):
             try:
-                run = SettingsRun.open(self.out_dir / (base if n == 1 else f'{base}-{n}'),
-                                       manifest)
+                run = SettingsRun.acquire(self.out_dir / (base if n == 1 else f'{base}-{n}'),
+                                          manifest)
             except ConfigError:     # another settings set's (or writer's) folder: next name
                 continue
             self.other_runs.append(run)

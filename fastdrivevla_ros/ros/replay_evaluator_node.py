@@ -18,8 +18,9 @@ Replay evaluator node: scores the drive node's plans against the bag's ground tr
 Run by launch/replay.launch.py next to `ros2 bag play --clock` and the drive node. It hears
 every fastdrivevla_ros/PlanningGroundTruth from the bag and every PlannedTrajectory from the
 planner and pairs them by stamp (pipeline.evaluation.StreamEvaluator), appending each settled
-keyframe to predictions.jsonl at once (plans made with settings changed at runtime go to their
-own run folder under output_dir, see pipeline/evaluation.py). After `idle_timeout_s` of WALL time without a message
+keyframe to predictions.jsonl at once (plans made with settings changed at runtime go to
+their own run folder under output_dir, see pipeline/evaluation.py). After `idle_timeout_s` of
+WALL time without a message
 (the bag ended; with `wait_for_finished`, counted only once the lockstep node announced the end
 on `replay/finished`, so a slow plan never looks like the end) it writes metrics.json and
 report.md and exits by itself, which ends the launch;
