@@ -44,6 +44,7 @@ from fastdrivevla_ros.pipeline.params import (
 from fastdrivevla_ros.pipeline.planner import PlannerService, PlanOutput
 from fastdrivevla_ros.pipeline.worker import FrameSet, LatestSetWorker, OutputGate
 from fastdrivevla_ros.ros import conversions
+from fastdrivevla_ros.ros.qos import reliable
 from fastdrivevla_ros.ros.spin import run_node
 import message_filters
 from nav_msgs.msg import Odometry, Path
@@ -56,19 +57,12 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy)
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from tf2_ros import StaticTransformBroadcaster
 from visualization_msgs.msg import MarkerArray
 
-# outputs: RELIABLE so RViz and test subscribers (reliable by default) connect
-OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                        reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE)
-IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
+OUTPUT_QOS, IMAGE_QOS = reliable(10), reliable(2)
 OPTIONAL_TYPES = {'float_list': Parameter.Type.DOUBLE_ARRAY}
 FOREIGN_PARAMETER_PREFIXES = ('qos_overrides.', 'use_sim_time', 'start_type_description_service')
 

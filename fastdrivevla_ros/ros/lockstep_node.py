@@ -31,23 +31,17 @@ from fastdrivevla_ros.data.bag_reader import BagFrames, MAX_CAMERA_OFFSET_S
 from fastdrivevla_ros.errors import FastDriveError
 from fastdrivevla_ros.msg import PlannedTrajectory
 from fastdrivevla_ros.pipeline.lockstep import keyframe_steps, LockstepController
+from fastdrivevla_ros.ros.qos import FINISHED_QOS, reliable
 from fastdrivevla_ros.ros.spin import run_node
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbag2_interfaces.srv import Burst
 from std_msgs.msg import Empty
 
 NODE_NAME = 'fastdrivevla_replay_lockstep'
-PLANS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
-# latched: an evaluator that subscribes late still hears that the replay is over
-FINISHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                          reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+PLANS_QOS = reliable(10)
 
 
 class LockstepReplay(Node):

@@ -35,21 +35,18 @@ import sys
 from fastdrivevla_ros.errors import FastDriveError
 from fastdrivevla_ros.msg import PlannedTrajectory, PlanningGroundTruth
 from fastdrivevla_ros.pipeline.evaluation import IdleWatch, StreamEvaluator
-from fastdrivevla_ros.ros.lockstep_node import FINISHED_QOS
+from fastdrivevla_ros.ros.qos import FINISHED_QOS, reliable
 from fastdrivevla_ros.ros.spin import run_node
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Empty
 
 NODE_NAME = 'fastdrivevla_replay_evaluator'
 # reliable and deep: the bag offers RELIABLE and no keyframe may be lost to a burst
-INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                       reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.VOLATILE)
+INPUT_QOS = reliable(100)
 
 
 class ReplayEvaluator(Node):
