@@ -158,6 +158,15 @@ def _pyplot():
     return plt
 
 
+def _label_axes(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels, a light grid, and a legend when something was labelled."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_l2_horizon(runs: list[dict], path: Path) -> None:
     """L2 at each future step (0.5 ... 3.0 s) of each run."""
     plt = _pyplot()
@@ -167,11 +176,7 @@ def plot_l2_horizon(runs: list[dict], path: Path) -> None:
         if per_step:
             ax.plot([0.5 * (k + 1) for k in range(len(per_step))], per_step, marker="o",
                     label=label(m))
-    ax.set_xlabel("horizon (s)")
-    ax.set_ylabel("L2 at step (cm)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _label_axes(ax, "horizon (s)", "L2 at step (cm)")
     save_figure(fig, path, dpi=120)
 
 
@@ -235,11 +240,7 @@ def plot_latency_vs_ratio(runs: list[dict], path: Path) -> None:
         ax.plot([100 * pruned_share(m) for m in ms],
                 [(m.get("timings_ms_mean") or {}).get("total") for m in ms], marker="o",
                 label=pruner)
-    ax.set_xlabel("visual tokens pruned (%)")
-    ax.set_ylabel("plan latency (ms, mean)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _label_axes(ax, "visual tokens pruned (%)", "plan latency (ms, mean)")
     save_figure(fig, path, dpi=120)
 
 
