@@ -1,14 +1,23 @@
-"""Run the engine's decode loop and keep the logits of every lm_head call."""
+"""Run the engine's decode loop and keep the logits it chose each token from."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 
+from fastdrivevla_ros.pruning.base import FrameExtras
+from fastdrivevla_ros.vla.constrained import _Matcher
 from fastdrivevla_ros.vla.engine import _Stopwatch
 
 
 def decode_with_logits(engine, inputs):
-    """Return (tokens, decode record, logits of every lm_head call [calls, V], kept indices)."""
+    """
+    Return (tokens, decode record, logits of every lm_head call [calls, V], kept indices).
+
+    For unconstrained decoding: under the grammar a choice reads only the allowed ids' rows of
+    the LM head (see decode_with_choices).
+    """
     seen = []
     handle = engine.model.lm_head.register_forward_hook(
         lambda mod, args, out: seen.append(out.detach().reshape(-1, out.shape[-1])[-1].clone()))
@@ -17,6 +26,38 @@ def decode_with_logits(engine, inputs):
     finally:
         handle.remove()
     return tokens, record, torch.stack(seen), seq.alive
+
+
+def decode_with_choices(engine, inputs, draft=None):
+    """
+    Return (tokens, record, choices, kept indices) of a grammar-constrained decode.
+
+    choices: per free token, (the ids the grammar allowed, their logits), as the engine chose.
+    """
+    seen = []
+    original = _Matcher.choose
+
+    def choose(ids, logits):
+        seen.append((ids.clone(), logits.detach().float().clone()))
+        return original(ids, logits)
+
+    with mock.patch.object(_Matcher, "choose", staticmethod(choose)):
+        tokens, seq, record = engine.generate_tokens(inputs, _Stopwatch(engine.device),
+                                                     FrameExtras(), draft)
+    return tokens, record, seen, seq.alive
+
+
+def at_allowed_ids(choices, full_logits):
+    """The reference's full rows [F, V] read at the ids of our F choices."""
+    return [(ids, row[ids].float()) for (ids, _), row in zip(choices, full_logits)]
+
+
+def assert_same_choices(ours, theirs, **tol):
+    """The same allowed ids at every choice, and logits within `tol`."""
+    assert len(ours) == len(theirs)
+    assert torch.equal(torch.cat([i for i, _ in ours]), torch.cat([i for i, _ in theirs]))
+    torch.testing.assert_close(torch.cat([v for _, v in ours]), torch.cat([v for _, v in theirs]),
+                               **tol)
 
 
 def reference_embeddings_and_positions(model, inputs):

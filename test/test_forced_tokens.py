@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from _decode_probe import compiled_grammar, decode_with_logits, reference_free_choices
+from _decode_probe import assert_same_choices, at_allowed_ids, compiled_grammar, \
+    decode_with_choices, reference_free_choices
 from fastdrivevla_ros.pruning.registry import build_pruner
 from fastdrivevla_ros.vla.prompt import CAMERAS, PLANNING_HEADER, EgoHistory, EgoState
 
@@ -21,33 +22,19 @@ def _setup(engine, camera_images, views, pruner="none", options=None, ratio=0.0)
     return engine.prepare({c: camera_images[c] for c in cams}, HISTORY)
 
 
-def _free_logits(record, calls, one_per_pass=False):
-    """
-    Return the logits the engine chose each free token from.
-
-    Batched, lm_head call 0 is the prefill (unused: the header is forced) and call k >= 1 ends
-    the pass before the k-th free token; fed one token per pass, call j gives reply token j.
-    """
-    free = [j for j, f in enumerate(record.forced) if not f]
-    return free, calls[free] if one_per_pass else calls[1:1 + len(free)]
-
-
 @pytest.mark.parametrize("pruner,options,ratio", PRUNERS)
 @pytest.mark.parametrize("views", [1, 6])
 def test_forced_runs_in_one_pass_equal_one_pass_per_token(engine, camera_images, views, pruner,
                                                           options, ratio):
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, _ = decode_with_logits(engine, inputs)
+    tokens, record, batched, _ = decode_with_choices(engine, inputs)
     engine.batch_forced = False
     engine.pruner = build_pruner(pruner, **options)       # the same selection again
-    one_tokens, one_record, one_calls, _ = decode_with_logits(engine, inputs)
+    one_tokens, one_record, single, _ = decode_with_choices(engine, inputs)
     assert tokens == one_tokens and record.forced == one_record.forced
-    assert len(one_calls) == one_record.passes + 1 and len(calls) == record.passes + 1
     assert one_record.passes > 2 * record.passes
-    free, batched = _free_logits(record, calls)
-    _, single = _free_logits(one_record, one_calls, one_per_pass=True)
-    assert len(free) >= 30
-    torch.testing.assert_close(batched, single, **TOL)
+    assert len(batched) == record.forced.count(False) >= 30
+    assert_same_choices(batched, single, **TOL)
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +49,18 @@ def grammar(tiny_vla):
 def test_free_choices_match_an_independent_reference_under_the_grammar(
         engine, camera_images, grammar, views, pruner, options, ratio):
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, keep = decode_with_logits(engine, inputs)
+    tokens, record, ours, keep = decode_with_choices(engine, inputs)
     with torch.no_grad():
         choices, ref_logits = reference_free_choices(engine.model, inputs, keep, tokens,
                                                       grammar)
-        if ratio == 0:   # the prompt part is transformers' own forward
-            full = engine.model(**inputs.generate_kwargs()).logits[0, -1]
-            torch.testing.assert_close(calls[0], full, **TOL)
-    free, ours = _free_logits(record, calls)
+    free = [j for j, f in enumerate(record.forced) if not f]
     assert [tokens[j] for j in free] == [choices[j] for j in free]
-    torch.testing.assert_close(ours, ref_logits[free], **TOL)
+    assert_same_choices(ours, at_allowed_ids(ours, ref_logits[free]), **TOL)
 
 
 def test_forced_strings_use_the_canonical_tokenization(engine, camera_images):
     tok = engine.tokenizer
-    tokens, record, _, _ = decode_with_logits(engine, _setup(engine, camera_images, 1))
+    tokens, record, _, _ = decode_with_choices(engine, _setup(engine, camera_images, 1))
     head = record.forced.index(False)
     assert tokens[:head] == tok("<PLANNING>" + PLANNING_HEADER)["input_ids"][:head]
     assert tok.decode(tokens[:head]).endswith("[x, y]:")     # " [" waits for the sign
@@ -95,9 +79,9 @@ def test_six_view_plan_costs_at_most_half_a_pass_per_emitted_token(engine, camer
 def test_forced_tokens_off_decodes_step_by_step(engine, camera_images):
     inputs = _setup(engine, camera_images, 1)
     engine.configure(forced_tokens=False)
-    tokens, record, calls, _ = decode_with_logits(engine, inputs)
+    tokens, record, choices, _ = decode_with_choices(engine, inputs)
     assert not any(record.forced) and record.passes == len(tokens) - 1
-    assert len(calls) == len(tokens)                # prefill + one pass per token but the last
+    assert len(choices) == len(tokens)              # prefill + one pass per token but the last
     result = engine.plan({"CAM_FRONT": camera_images["CAM_FRONT"]}, HISTORY)
     assert result.ok and result.decode_passes == result.num_generated - 1
     assert np.isfinite(result.waypoints).all()
@@ -114,10 +98,27 @@ def test_static_decode_step_gives_the_same_tokens_and_logits(engine, camera_imag
     caches hold different lengths.
     """
     inputs = _setup(engine, camera_images, views, pruner, options, ratio)
-    tokens, record, calls, _ = decode_with_logits(engine, inputs)
+    tokens, record, choices, _ = decode_with_choices(engine, inputs)
     engine.configure(decode_step="static")
     engine.pruner = build_pruner(pruner, **options)
     for _ in range(2):          # the second plan reuses the pre-allocated cache
-        static_tokens, static_record, static_calls, _ = decode_with_logits(engine, inputs)
+        static_tokens, static_record, static_choices, _ = decode_with_choices(engine, inputs)
         assert static_tokens == tokens and static_record.passes == record.passes
-        torch.testing.assert_close(static_calls, calls, **TOL)
+        assert_same_choices(static_choices, choices, **TOL)
+
+
+def test_allowed_ids_are_the_tokens_xgrammar_leaves_unmasked(engine, camera_images, grammar):
+    """At every step of a reply: the ids a choice is made over = xgrammar's own masking."""
+    xgr, compiled = grammar
+    tokens, _, _, _ = decode_with_choices(engine, _setup(engine, camera_images, 1))
+    ours, theirs = engine._constraint_matcher(), xgr.GrammarMatcher(compiled)
+    vocab = engine.model.config.text_config.vocab_size
+    bitmask = xgr.allocate_token_bitmask(1, vocab)
+    for token in tokens[:-1]:
+        row = torch.zeros(1, vocab)
+        theirs.fill_next_token_bitmask(bitmask)
+        xgr.apply_token_bitmask_inplace(row, bitmask)
+        expected = torch.isfinite(row[0]).nonzero().flatten()
+        assert torch.equal(ours.allowed_ids(torch.device("cpu")), expected)
+        ours.accept(token)
+        assert theirs.accept_token(token)

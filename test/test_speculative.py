@@ -1,15 +1,14 @@
 """Speculative waypoints: a draft verified in one pass leaves the reply exactly as without one."""
 
-from _decode_probe import compiled_grammar, reference_free_choices
+from _decode_probe import assert_same_choices, at_allowed_ids, compiled_grammar, \
+    decode_with_choices, reference_free_choices
 import numpy as np
 import pytest
 import torch
 
-from fastdrivevla_ros.pruning.base import FrameExtras
 from fastdrivevla_ros.pruning.registry import build_pruner
-from fastdrivevla_ros.vla.constrained import _Matcher
+from fastdrivevla_ros.vla import engine as engine_module
 from fastdrivevla_ros.vla.draft import draft_continuation, kinematic_draft, previous_draft
-from fastdrivevla_ros.vla.engine import _Stopwatch
 from fastdrivevla_ros.vla.parsing import parse_planning
 from fastdrivevla_ros.vla.prompt import CAMERAS, EgoHistory, EgoState, format_planning, \
     PLANNING_HEADER
@@ -35,22 +34,9 @@ def _setup(engine, camera_images, views, ratio, step, max_new_tokens=320):
 
 
 def _decode(engine, inputs, pruner, options, draft):
-    """Return (tokens, record, the logits of every free choice [F, V], kept indices)."""
+    """Return (tokens, record, every free choice's (allowed ids, logits), kept indices)."""
     engine.pruner = build_pruner(pruner, **options)       # the same selection each time
-    seen = []
-    original = _Matcher.choose
-
-    def choose(self, logits):
-        seen.append(logits.detach().float().clone())
-        return original(self, logits)
-
-    _Matcher.choose = choose
-    try:
-        tokens, seq, record = engine.generate_tokens(inputs, _Stopwatch(engine.device),
-                                                     FrameExtras(), draft)
-    finally:
-        _Matcher.choose = original
-    return tokens, record, torch.stack(seen), seq.alive
+    return decode_with_choices(engine, inputs, draft)
 
 
 def _one_digit_changed(waypoints):
@@ -84,18 +70,46 @@ def test_any_draft_gives_the_reply_and_logits_of_decoding_without_one(
                                                          grammar)
         free = [j for j, f in enumerate(record.forced) if not f]
         assert [tokens[j] for j in free] == [choices[j] for j in free]
-        reference = ref_logits[free]
+        reference = at_allowed_ids(logits, ref_logits[free])
     for name, draft in _drafts(waypoints).items():
         d_tokens, d_record, d_logits, _ = _decode(engine, inputs, pruner, options, draft)
         assert d_tokens == tokens, name
-        torch.testing.assert_close(d_logits, logits, **TOL, msg=name)
+        assert_same_choices(d_logits, logits, **TOL)
         if reference is not None:
-            torch.testing.assert_close(d_logits, reference, **TOL, msg=name)
+            assert_same_choices(d_logits, reference, **TOL)
         assert d_record.accepted_tokens <= d_record.draft_tokens, name
         if name == 'perfect':
             assert d_record.passes <= 3 and d_record.accepted_tokens >= record.forced.count(False)
         if name == 'empty':
             assert d_record.draft_tokens == 0 and d_record.passes == record.passes
+
+
+@pytest.mark.parametrize('lengths', [engine_module.PASS_LENGTHS, (1, 4, 16)])
+def test_static_passes_are_padded_to_a_few_lengths_and_give_the_same_reply(
+        engine, camera_images, monkeypatch, lengths):
+    """
+    A compiled step meets only the fixed pass lengths (one CUDA graph each).
+
+    Header runs and verification passes are padded up to the next length, longer ones split;
+    the reply and its logits stay those of the dynamic cache, with and without a draft.
+    """
+    inputs = _setup(engine, camera_images, 6, 0.5, 'dynamic')
+    tokens, record, logits, _ = _decode(engine, inputs, 'fastv', {'layer': 2}, None)
+    waypoints, _, _ = parse_planning(engine.tokenizer.decode(tokens))
+    monkeypatch.setattr(engine_module, 'PASS_LENGTHS', lengths)
+    seen = []
+    step = engine._static_pass
+    monkeypatch.setattr(engine, '_static_pass', lambda token, *a: seen.append(token.shape[1])
+                        or step(token, *a))
+    engine.configure(decode_step='static')
+    engine._static = None                   # a cache with room for these lengths' padding
+    for draft in (None, waypoints):
+        s_tokens, s_record, s_logits, _ = _decode(engine, inputs, 'fastv', {'layer': 2}, draft)
+        assert s_tokens == tokens
+        assert_same_choices(s_logits, logits, **TOL)
+    assert set(seen) <= set(lengths) and max(seen) == lengths[-1]   # padded, and split
+    assert s_record.passes <= 3 or lengths[-1] < 64
+    engine._static = None
 
 
 def test_a_draft_beyond_the_token_budget_stops_where_decoding_without_one_stops(
@@ -106,7 +120,7 @@ def test_a_draft_beyond_the_token_budget_stops_where_decoding_without_one_stops(
     draft = np.arange(12.0).reshape(6, 2) * 11.11
     d_tokens, d_record, d_logits, _ = _decode(engine, inputs, 'none', {}, draft)
     assert d_tokens == tokens and d_record.draft_tokens > 0
-    torch.testing.assert_close(d_logits, logits, **TOL)
+    assert_same_choices(d_logits, logits, **TOL)
 
 
 def test_plan_reports_the_draft_and_accepts_the_reply_as_its_own_draft(engine, camera_images):

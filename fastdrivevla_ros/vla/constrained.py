@@ -78,23 +78,27 @@ class _Matcher:
         self.bitmask = xgr.allocate_token_bitmask(1, constraint.vocab_size)
         self._device_mask = None
 
-    def choose(self, logits: torch.Tensor) -> int:
-        """The grammar-masked greedy token of logits [V] (ties: the lowest id, as argmax), read
-        over the allowed ids only: the packed bitmask (V/32 int32) is what crosses to a GPU,
-        unpacked with torch bit ops (xgrammar's CPU kernel takes ~4 ms a row at V = 152k)."""
-        ids = self._allowed(logits).nonzero().flatten()
-        return int(ids[torch.argmax(logits[ids].float())])
-
-    def _allowed(self, logits: torch.Tensor) -> torch.Tensor:
-        """[V] bool: the tokens the grammar allows next, on logits' device."""
+    def allowed_ids(self, device: torch.device) -> torch.Tensor:
+        """The token ids the grammar allows next, ascending, on `device`: the packed bitmask
+        (V/32 int32) is what crosses to a GPU; only its non-zero words are unpacked, with
+        torch bit ops (0.07 ms on one CPU thread, against 0.55 ms for the whole mask and ~4 ms
+        for xgrammar's CPU kernel at V = 152k)."""
         self.matcher.fill_next_token_bitmask(self.bitmask)
         mask = self.bitmask[0]
-        if logits.device.type != "cpu":
+        if device.type != "cpu":
             if self._device_mask is None:
-                self._device_mask = torch.empty_like(mask, device=logits.device)
+                self._device_mask = torch.empty_like(mask, device=device)
             mask = self._device_mask.copy_(mask, non_blocking=True)
+        words = mask.nonzero().flatten()
         shifts = torch.arange(32, dtype=torch.int32, device=mask.device)
-        return ((mask[:, None] >> shifts) & 1).flatten()[:len(logits)].bool()
+        ids = (words[:, None] * 32 + shifts)[((mask[words, None] >> shifts) & 1).bool()]
+        return ids[ids < self.constraint.vocab_size]
+
+    @staticmethod
+    def choose(ids: torch.Tensor, logits: torch.Tensor) -> int:
+        """The greedy token among `ids` (ascending) given their logits: ties go to the lowest
+        id, as argmax over a masked vocabulary row does."""
+        return int(ids[torch.argmax(logits.float())])
 
     def accept(self, token_id: int) -> None:
         if not self.matcher.accept_token(int(token_id)):

@@ -31,6 +31,10 @@ from fastdrivevla_ros.vla.prompt import EgoHistory
 from fastdrivevla_ros.vla.result import PlanResult, ViewResult
 from fastdrivevla_ros.vla.settings import check_setting, DEFAULTS
 
+#: lengths a decode pass on the StaticCache is padded to (decode_step static / compiled): a
+#: compiled step then meets five shapes, each captured once as a CUDA graph
+PASS_LENGTHS = (1, 4, 16, 64, 256)
+
 
 @dataclass
 class PlannerSettings:
@@ -262,10 +266,10 @@ class DrivingVLA:
         if not self.pruner.keeps_all and any(b < n for b, n in zip(budgets, totals)):
             stages = dict(zip(self.pruner.layers, self.pruner.stage_budgets(budgets, totals)))
         cache = self._new_cache()
-        logits = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
+        hidden = self.prefill(seq, stages, cache, clock, input_ids, embeds, inputs, extras)
         with clock("decode"):
             cache = self._decode_cache(cache)
-            tokens, record = self.decode(logits, int(positions.max()) + 1, cache, draft)
+            tokens, record = self.decode(hidden, int(positions.max()) + 1, cache, draft)
         record.sequence, record.extras, record.model = seq, extras, self.model
         record.cameras, record.grids = self.settings.cameras, inputs.grids
         return tokens, seq, record
@@ -273,7 +277,8 @@ class DrivingVLA:
     def prefill(self, seq: _Sequence, stages: dict, cache, clock: _Stopwatch,
                 input_ids: torch.Tensor, embeds0: torch.Tensor, inputs: ModelInputs,
                 extras: FrameExtras) -> torch.Tensor:
-        """Run every decoder layer over the (shrinking) sequence; returns last-token logits."""
+        """Run every decoder layer over the (shrinking) sequence; returns the last token's
+        normed hidden state [1, D] (its logits are computed only if a choice needs them)."""
         bad = [k for k in stages if not 0 <= k < len(self.layers)]
         if bad:
             raise ConfigError(f"pruner {self.pruner.name} prunes at layer(s) {bad}; the model "
@@ -294,14 +299,15 @@ class DrivingVLA:
                 seq.hidden = layer(seq.hidden[None], attention_mask=mask, position_embeddings=pe,
                                    cache=cache, use_cache=True)[0]
         with clock("prefill"):
-            return self.model.lm_head(self.norm(seq.hidden[-1:]))[0]
+            return self.norm(seq.hidden[-1:])
 
-    def decode(self, logits: torch.Tensor, first_position: int, cache,
+    def decode(self, hidden: torch.Tensor, first_position: int, cache,
                draft: np.ndarray | None = None):
-        """Greedy decode; reply token j sits at position first_position + j (all three M-RoPE
-        rows). With constrained decoding and `forced_tokens`, what the grammar fixes is not
-        decoded: the header is fed in one pass, and each later forced run rides along with the
-        free token before it, so only free choices cost a pass.
+        """Greedy decode from the prefill's last normed hidden state [1, D]; reply token j sits
+        at position first_position + j (all three M-RoPE rows). With constrained decoding and
+        `forced_tokens`, what the grammar fixes is not decoded: the header is fed in one pass,
+        and each later forced run rides along with the free token before it, so only free
+        choices cost a pass.
 
         draft: [6, 2] guessed waypoints (None: none). Its reply text, from where the reply
         stands, rides along too; the walk below takes each choice from the row the non-draft
@@ -329,7 +335,7 @@ class DrivingVLA:
                     or (matcher is not None and matcher.finished))
 
         pending: list[int] = []     # emitted, not yet in the cache
-        rows = logits[None]
+        rows = _HeadRows(self.model.lm_head, hidden)
         if forcing:
             emit(matcher.forced()[:limit], True)      # <PLANNING> + header
             pending = list(tokens)
@@ -342,8 +348,7 @@ class DrivingVLA:
                 passes += n
             used = 0        # draft tokens the reply has kept (in the cache and emitted)
             while True:
-                row = rows[used]
-                fresh = [matcher.choose(row) if matcher is not None else int(torch.argmax(row))]
+                fresh = [rows.choose(used, matcher)]
                 emit(fresh, False)
                 if forcing and not stopped():
                     run = matcher.forced()[:limit - len(tokens)]
@@ -409,21 +414,19 @@ class DrivingVLA:
 
     def _feed(self, ids: list[int], start: int, cache, recorded: dict, rows: int = 1):
         """Run reply tokens `ids` (positions start, start+1, ...) through every layer on the
-        KV cache, one pass for all of them. Returns (the logits of the last `rows`, indexable
-        [rows][V], passes)."""
+        KV cache, one pass for all of them. Returns (the last `rows` rows as _HeadRows,
+        passes)."""
         if len(ids) > 1 and not self.batch_forced:
             # same tokens, one pass each (tests compare the two)
-            out = [self._feed(ids[k:k + 1], start + k, cache, recorded)[0][0]
+            out = [self._feed(ids[k:k + 1], start + k, cache, recorded)[0].hidden
                    for k in range(len(ids))]
-            return torch.stack(out[len(ids) - rows:]), len(ids)
+            return _HeadRows(self.model.lm_head, torch.cat(out)[len(ids) - rows:]), len(ids)
+        if self._static is not None and cache is self._static[0]:
+            hidden, passes = self._static_feed(ids, start, cache)
+            return _HeadRows(self.model.lm_head, hidden[len(ids) - rows:]), passes
         n = len(ids)
         token = torch.tensor([ids], device=self.device)
         pos = (start + torch.arange(n, device=self.device)).view(1, 1, n).expand(3, 1, n)
-        if self._static is not None and cache is self._static[0]:
-            if n == 1 and self._static[1] is not None:
-                return self._static[1](token, pos, cache).clone(), 1   # CUDA graphs reuse it
-            hidden = self._static_pass(token, pos, cache, rows)
-            return _LazyLogits(self.model.lm_head, hidden), 1
         h = self.embed(token)
         pe = self.rotary(h, pos)
         masks: dict[int, torch.Tensor | None] = {}
@@ -436,9 +439,28 @@ class DrivingVLA:
                 masks[past] = self._decode_mask(past, n, h.dtype)
             h = layer(h, attention_mask=masks[past], position_embeddings=pe,
                       cache=cache, use_cache=True)
-        return _LazyLogits(self.model.lm_head, self.norm(h[0, -rows:])), 1
+        return _HeadRows(self.model.lm_head, self.norm(h[0, -rows:])), 1
 
     # ------------------------------------------------------------------ static decode step
+    def _static_feed(self, ids: list[int], start: int, cache) -> tuple[torch.Tensor, int]:
+        """`ids` through the StaticCache in passes of the fixed lengths PASS_LENGTHS, so a
+        compiled step meets a handful of shapes (one CUDA graph each): a pass is padded to the
+        next length (the padding comes after every real token, so causally no real row sees
+        it, and its keys/values are cropped at once); a run longer than the longest length goes
+        in several passes. Returns (normed hidden [len(ids), D], passes)."""
+        step = self._static[1] or self._static_pass
+        longest = PASS_LENGTHS[-1]
+        out = []
+        for at in range(0, len(ids), longest):
+            chunk = ids[at:at + longest]
+            n = len(chunk)
+            size = next(length for length in PASS_LENGTHS if length >= n)
+            token = torch.tensor([chunk + chunk[-1:] * (size - n)], device=self.device)
+            pos = (start + at + torch.arange(size, device=self.device)).view(1, 1, size)
+            out.append(step(token, pos.expand(3, 1, size), cache)[:n].clone())
+            crop_cache(cache, size - n)
+        return torch.cat(out), len(out)
+
     def _decode_cache(self, cache):
         """The prefill's DynamicCache, or (decode_step static/compiled) a pre-allocated
         StaticCache holding the same keys/values, reused across plans so a compiled step sees
@@ -449,13 +471,14 @@ class DrivingVLA:
         from transformers import StaticCache
 
         kv = [cached_key_values(cache, i) for i in range(len(self.layers))]
-        need = max(k.shape[-2] for k, _ in kv) + self.settings.max_new_tokens
+        # + room for the padding of the last pass
+        need = max(k.shape[-2] for k, _ in kv) + self.settings.max_new_tokens + PASS_LENGTHS[-1]
         if (self._static is None or static_layer_fill(self._static[0], 0)[1] < need
                 or (self._static[1] is not None) != (mode == "compiled")):
             static = StaticCache(config=self.text_config, max_cache_len=need)
             step = None
-            if mode == "compiled":
-                step = torch.compile(self._static_pass, fullgraph=False, mode=(
+            if mode == "compiled":   # one graph per pass length, no dynamic-shape graph
+                step = torch.compile(self._static_pass, fullgraph=False, dynamic=False, mode=(
                     "reduce-overhead" if self.device.type == "cuda" else None))
             self._static = (static, step)
         static = self._static[0]
@@ -464,11 +487,11 @@ class DrivingVLA:
             static.update(k, v, i)
         return static
 
-    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache,
-                     rows: int = 0) -> torch.Tensor:
-        """token [1, n], pos [3, 1, n] -> the last token's logits [1, V] (rows = 0) or the last
-        rows' normed hidden states [rows, D], on the StaticCache: fixed shapes, the
-        valid length of each layer read from its own length tensor (no host sync)."""
+    def _static_pass(self, token: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        """token [1, n], pos [3, 1, n] -> normed hidden states [n, D], on the StaticCache:
+        fixed shapes, the valid length of each layer read from its own length tensor (no host
+        sync). The LM head stays outside: a choice needs only the rows of the ids the grammar
+        allows."""
         h = self.embed(token)
         pe = self.rotary(h, pos)
         n = token.shape[1]
@@ -480,9 +503,7 @@ class DrivingVLA:
                 ~allowed, torch.finfo(h.dtype).min)[None, None]
             h = layer(h, attention_mask=mask, position_embeddings=pe, cache=cache,
                       use_cache=True)
-        if rows:
-            return self.norm(h[0, -rows:])
-        return self.model.lm_head(self.norm(h[0, -1:]))
+        return self.norm(h[0])
 
     def _decode_mask(self, past: int, n: int, dtype: torch.dtype) -> torch.Tensor | None:
         """[1, 1, n, past + n] additive causal mask for n new tokens after `past` cached ones;
@@ -552,20 +573,30 @@ class DrivingVLA:
         return self._constraint.start()
 
 
-class _LazyLogits:
-    """Logits of hidden rows [n, D], computed when first read, in doubling chunks: a draft
-    rejected at its first token costs one row of the LM head (152k x D), an accepted one a few
-    matmuls; rows of forced tokens past the last free choice are never computed."""
+class _HeadRows:
+    """Normed hidden rows [n, D] of one pass and, on demand, each row's greedy choice.
+
+    Under the grammar a choice reads the LM-head rows of the allowed ids only (a digit: ~12 of
+    Qwen's 151,936; argmax over them is the masked argmax), so forced rows, and rows a
+    rejected draft leaves unread, cost nothing, and a free choice costs ~1/10,000 of the head.
+    Without the grammar whole rows are computed, in doubling chunks (a draft rejected at its
+    first token costs one row)."""
 
     def __init__(self, head, hidden: torch.Tensor):
-        self.head, self.hidden, self.rows, self.chunk = head, hidden, {}, 1
+        self.head, self.hidden, self.logits, self.chunk = head, hidden, {}, 1
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if i not in self.rows:
+    def choose(self, i: int, matcher) -> int:
+        """The greedy token of row i (among the ids the grammar allows, with a matcher)."""
+        h = self.hidden[i]
+        if matcher is not None:
+            ids = matcher.allowed_ids(h.device)
+            bias = None if self.head.bias is None else self.head.bias[ids]
+            return matcher.choose(ids, torch.nn.functional.linear(h, self.head.weight[ids], bias))
+        if i not in self.logits:
             out = self.head(self.hidden[i:i + self.chunk])
-            self.rows.update({i + j: row for j, row in enumerate(out)})
+            self.logits.update({i + j: row for j, row in enumerate(out)})
             self.chunk *= 2
-        return self.rows[i]
+        return int(torch.argmax(self.logits[i]))
 
 
 class _AttentionRows:

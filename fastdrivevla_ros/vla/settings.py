@@ -180,8 +180,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'fixes (header, brackets, end) along with the free tokens instead of decoding it '
               'token by token', runtime=True),
     ParamSpec('decode_step', 'dynamic', 'decode pass: dynamic (growing KV cache), static '
-              '(pre-allocated KV cache, fixed shapes) or compiled (static + torch.compile; '
-              'CUDA graphs on a GPU; the first plans compile)',
+              '(pre-allocated KV cache; passes padded to 1/4/16/64/256 tokens) or compiled '
+              '(static + torch.compile; CUDA graphs on a GPU; the first plans compile)',
               choices=('dynamic', 'static', 'compiled')),
     ParamSpec('draft', 'none', 'speculative decoding of the waypoints (the reply stays exactly '
               'the same; only its cost changes): none, kinematic (constant speed and yaw rate '
