@@ -43,8 +43,9 @@ def _prefill_logits(engine, inputs, stages):
     offsets = [int(slots[sum(totals[:i])]) for i in range(len(totals))]
     seq = _Sequence(embeds, engine.rope_positions(inputs), torch.arange(len(ids)),
                     [torch.arange(n) for n in totals], offsets)
-    return engine.prefill(seq, stages, engine._new_cache(), _Stopwatch(engine.device), ids,
-                          embeds, inputs, extras)
+    hidden = engine.prefill(seq, stages, engine._new_cache(), _Stopwatch(engine.device), ids,
+                            embeds, inputs, extras)
+    return engine.model.lm_head(hidden)[0]
 
 
 class _KeepAllAtLayer(Pruner):
