@@ -176,3 +176,33 @@ def test_previous_draft_is_the_last_plan_moved_to_now():
     np.testing.assert_allclose(turned, np.stack([0 * plan[:, 0], -plan[:, 0]], -1), atol=1e-9)
     halfway = previous_draft(plan, (0.0, 0.0, 0.0), (1.25, 0.0, 0.0), 0.25)
     np.testing.assert_allclose(halfway, plan)
+
+
+def test_compiled_step_compiles_the_padded_passes_and_gives_the_same_reply(
+        engine, camera_images, monkeypatch):
+    """
+    decode_step='compiled' runs every pass, multi-token ones too, through torch.compile.
+
+    Only the padded lengths reach it (CUDA graphs on a GPU); the reply is the dynamic cache's,
+    without and with a draft.
+    """
+    inputs = _setup(engine, camera_images, 1, 0.0, 'dynamic')
+    tokens, record, logits, _ = _decode(engine, inputs, 'none', {}, None)
+    waypoints, _, _ = parse_planning(engine.tokenizer.decode(tokens))
+    seen, compile_ = [], torch.compile
+
+    def spy_compile(fn, **options):
+        compiled = compile_(fn, **options)
+        return lambda token, *a: seen.append(token.shape[1]) or compiled(token, *a)
+
+    monkeypatch.setattr(torch, 'compile', spy_compile)
+    engine.configure(decode_step='compiled')
+    try:
+        for draft in (None, waypoints):
+            c_tokens, c_record, c_logits, _ = _decode(engine, inputs, 'none', {}, draft)
+            assert c_tokens == tokens
+            assert_same_choices(c_logits, logits, **TOL)
+        assert c_record.passes <= 3 < record.passes
+        assert set(seen) <= set(engine_module.PASS_LENGTHS) and max(seen) > 1
+    finally:
+        engine._static = None
