@@ -221,8 +221,21 @@ class DrivingVLA:
         start = time.perf_counter()
         for _ in range(plans):
             self.plan(blank, extras={"foreground_masks": masks})
+        self._warm_pass_lengths()
         self.pruner.reset()
         return time.perf_counter() - start
+
+    @torch.inference_mode()
+    def _warm_pass_lengths(self) -> None:
+        """Run the compiled decode step twice at every pass length (compiled, then captured as
+        a CUDA graph): a blank plan meets only some lengths, a draft's verification the longer
+        ones. Dummy tokens, cropped from the cache at once; the next plan resets it anyway."""
+        if self._static is None or self._static[1] is None:
+            return
+        cache = self._static[0]
+        for length in PASS_LENGTHS * 2:
+            self._static_feed([0] * length, 0, cache)
+            crop_cache(cache, length)
 
     # ------------------------------------------------------------------ stages
     def encode_images(self, inputs: ModelInputs, extras: FrameExtras) -> list[torch.Tensor]:
