@@ -107,6 +107,18 @@ def test_plans_a_synced_set_with_heatmaps_and_exact_stamp(service, frames):
     assert service.diagnostics.counts['plans'] >= 1
 
 
+def test_a_random_pruner_draws_per_plan_as_the_offline_replay_does(service, frames):
+    """
+    The node's random pruner keeps the same tokens for the same frame, plan after plan.
+
+    `fastdrivevla replay` draws every keyframe's tokens from the seed afresh; the node drew on
+    from plan to plan, so its lockstep replay disagreed with the offline one.
+    """
+    first, second = (service.plan(frame_set(frames)).result for _ in range(2))
+    for a, b in zip(first.views, second.views):
+        assert np.array_equal(a.kept, b.kept), a.camera
+
+
 def test_runtime_ratio_change_applies_to_the_next_frame(service, frames):
     service.update_config(check_update(service.config, {'pruning_ratio': 0.75}))
     result = service.plan(frame_set(frames)).result

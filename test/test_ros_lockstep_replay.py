@@ -71,7 +71,7 @@ def work(tmp_path_factory):
     values = params['/**']['ros__parameters']
     values.update(model=str(root / 'model'), cameras=['CAM_FRONT'], max_pixels=112 * 112,
                   device='cpu', dtype='float32', plan_delay_s=PLAN_DELAY_S,
-                  publish_heatmaps=False)
+                  publish_heatmaps=False, pruner='random', pruning_ratio=0.5)  # seeded draws
     (root / 'params.yaml').write_text(yaml.safe_dump(params))
     cli('replay', root / 'bag', '--model', root / 'model', '--config', root / 'params.yaml',
         '--out', root / 'offline', '--no-progress')

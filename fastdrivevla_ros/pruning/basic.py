@@ -19,20 +19,17 @@ class NoPruner(Pruner):
 
 
 class RandomPruner(Pruner):
-    """Uniformly random tokens; seeded, so a replay is reproducible."""
+    """Uniformly random tokens, drawn from `seed` afresh for every plan: a plan depends on its
+    frame only, so the drive node, replays, shards and resumes all draw alike."""
 
     name = "random"
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
-        self.reset()
-
-    def reset(self) -> None:
-        """Reseed, so sharded or resumed replays draw exactly what one straight run draws."""
-        self.generator = torch.Generator().manual_seed(self.seed)
 
     def score(self, ctx: PruneContext) -> list[torch.Tensor]:
-        return [torch.rand(len(v.indices), generator=self.generator) for v in ctx.views]
+        generator = torch.Generator().manual_seed(self.seed)
+        return [torch.rand(len(v.indices), generator=generator) for v in ctx.views]
 
 
 def token_foreground_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
