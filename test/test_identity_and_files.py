@@ -272,38 +272,35 @@ def _when(condition, proc, timeout=120):
         time.sleep(0.01)
 
 
-def test_convert_stopped_by_sigterm_or_killed_leaves_no_partial_folder(scene_dir, tmp_path):
+def _sigterm_when(condition, proc) -> str:
+    """SIGTERM `proc` once `condition()` holds; it must exit 143. Returns its stderr."""
     import signal
 
+    try:
+        _when(condition, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.stderr.read()
+
+
+def test_convert_stopped_by_sigterm_or_killed_leaves_no_partial_folder(scene_dir, tmp_path):
     out = tmp_path / "bag"
     stale = tmp_path / f".{out.name}.partial-{2 ** 22 + 12345}"     # a kill -9's leftover
     stale.mkdir()
     proc = _cli("convert", "--dataroot", scene_dir, "--version", "v1.0-mini", "--scenes",
                 "scene-0916", "--max-keyframes", "2", "--out", out)
-    try:
-        _when(lambda: any(tmp_path.glob(f".{out.name}.partial-{proc.pid}")), proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
-    finally:
-        proc.kill()
-        proc.wait()
-    assert "terminated" in proc.stderr.read()
+    stderr = _sigterm_when(lambda: any(tmp_path.glob(f".{out.name}.partial-{proc.pid}")), proc)
+    assert "terminated" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []       # stale one removed too
 
 
 def test_replay_stopped_by_sigterm_is_a_clean_interrupt(bag, tiny_model_dir, tmp_path):
-    import signal
-
     out = tmp_path / "run"
     proc = _cli("replay", bag, "--model", tiny_model_dir, "--out", out, "--max-pixels", "3136",
                 "--max-new-tokens", "4", "--no-constrained", "--no-progress")
-    try:
-        _when(lambda: (out / "shard.json").exists(), proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 143
-    finally:
-        proc.kill()
-        proc.wait()
-    assert "terminated (SIGTERM)" in proc.stderr.read()
+    assert "terminated (SIGTERM)" in _sigterm_when(lambda: (out / "shard.json").exists(), proc)
     # no manifest-only folder: either nothing, or predictions a rerun resumes from
     assert not out.exists() or (out / "predictions.jsonl").read_text().count("\n") >= 1

@@ -25,7 +25,6 @@ sourced and this package is built (`. install/setup.bash` of a colcon workspace)
 """
 
 import argparse
-import json
 from pathlib import Path
 import re
 import shutil
@@ -111,10 +110,10 @@ def launch(args, params: Path, mode: str) -> tuple[float, int]:
 
 def predictions(run: Path) -> dict:
     """{sample token: (reply text, waypoints rounded to 2 decimals)} of a run folder."""
-    path = run / 'predictions.jsonl'
-    rows = map(json.loads, path.read_text().splitlines()) if path.is_file() else []
-    return {r['token']: (r['text'], [[round(v, 2) for v in p] for p in r['waypoints']])
-            for r in rows}
+    from fastdrivevla_ros.eval.store import PredictionStore, PREDICTIONS
+
+    return {t: (r['text'], [[round(v, 2) for v in p] for p in r['waypoints']])
+            for t, r in PredictionStore(run / PREDICTIONS).records.items()}
 
 
 def main(argv=None) -> int:

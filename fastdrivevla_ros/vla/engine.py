@@ -24,7 +24,7 @@ from fastdrivevla_ros.errors import ConfigError
 from fastdrivevla_ros.pruning.base import DecodeRecord, FrameExtras, PruneContext, Pruner, \
     ViewTokens, view_budgets
 from fastdrivevla_ros.pruning.registry import build_pruner
-from fastdrivevla_ros.vla.draft import kinematic_draft
+from fastdrivevla_ros.vla.draft import draft_continuation, kinematic_draft
 from fastdrivevla_ros.vla.inputs import ModelInputs, prepare_inputs
 from fastdrivevla_ros.vla.parsing import parse_planning
 from fastdrivevla_ros.vla.prompt import EgoHistory
@@ -395,8 +395,6 @@ class DrivingVLA:
         would stop them ([] without a draft)."""
         if draft is None:
             return []
-        from fastdrivevla_ros.vla.draft import draft_continuation
-
         text = draft_continuation(reply(tokens), draft, one_number=cautious)
         if not text:
             return []
@@ -472,6 +470,7 @@ class DrivingVLA:
             size = next(length for length in PASS_LENGTHS if length >= n)
             token = torch.tensor([chunk + chunk[-1:] * (size - n)], device=self.device)
             pos = (start + at + torch.arange(size, device=self.device)).view(1, 1, size)
+            # cloned: a CUDA graph's output is overwritten by its next replay
             out.append(step(token, pos.expand(3, 1, size), cache)[:n].clone())
             crop_cache(cache, size - n)
         return torch.cat(out), len(out)

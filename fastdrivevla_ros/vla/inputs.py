@@ -195,14 +195,6 @@ def _frame(image, camera: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image)
 
 
-def load_model_image(image, camera: str, max_pixels: int, image_size: tuple[int, int] | None,
-                     geometry: ProcessorGeometry) -> np.ndarray:
-    """One camera image (HxWx3 uint8 RGB, PIL image or JPEG/PNG bytes) -> [h, w, 3] uint8 at
-    model_size, in one bicubic resize from the draft-decoded JPEG."""
-    image, size = _source(image, camera, max_pixels, image_size, geometry)
-    return _frame(image, camera, size)
-
-
 def _patchify(frame: np.ndarray, geometry: ProcessorGeometry, scale: torch.Tensor,
               bias: torch.Tensor, out: torch.Tensor) -> None:
     """Write Qwen2VLImageProcessor's patches of one uint8 [h, w, 3] frame into `out`

@@ -180,7 +180,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'fixes (header, brackets, end) along with the free tokens instead of decoding it '
               'token by token', runtime=True),
     ParamSpec('decode_step', 'dynamic', 'decode pass: dynamic (growing KV cache), static '
-              '(pre-allocated KV cache; passes padded to 1/4/16/64/256 tokens) or compiled '
+              '(pre-allocated KV cache; every pass padded to one of a few lengths) or compiled '
               '(static + torch.compile; CUDA graphs on a GPU; the first plans compile)',
               choices=('dynamic', 'static', 'compiled')),
     ParamSpec('draft', 'none', 'speculative decoding of the waypoints (the reply stays exactly '
